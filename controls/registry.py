@@ -1,0 +1,171 @@
+"""Finding control classes: built-ins by name, plugins by module path, file path or entry point,
+and turning a config's control entry into a validated :class:`ControlSpec`."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Mapping
+
+from threedb.controls.base import Control
+from threedb.controls.params import Domain, Fixed, closest_name, parse_domain
+from threedb.sim.errors import ConfigError
+
+ENTRY_POINT_GROUP = "threedb.controls"
+
+#: Built-in controls: config name -> "module:Class". Imported lazily (scene controls need bpy only when applied).
+BUILTIN_CONTROLS: dict[str, str] = {
+    "orientation": "threedb.controls.scene.orientation:OrientationControl",
+    "camera": "threedb.controls.scene.camera:CameraControl",
+}
+
+#: Names the original 3DB used for the same controls (last component of its module path).
+LEGACY_ALIASES: dict[str, str] = {
+    "pointlight": "light",
+    "imagenet_c": "corruption",
+}
+
+#: Keys of a control entry that are not parameters.
+RESERVED_KEYS = ("type", "module", "file", "class", "name")
+
+
+@dataclass(frozen=True)
+class ControlSpec:
+    """A control entry of a config, resolved and validated."""
+
+    name: str                      #: unique instance name within the experiment
+    ref: str                       #: where the class came from ("module:Class" or "file.py:Class")
+    cls: type[Control]
+    domains: Mapping[str, Domain]  #: a domain for every declared parameter (defaults as Fixed)
+
+    @property
+    def kind(self) -> str:
+        return self.cls.name
+
+
+def available_controls() -> dict[str, str]:
+    """Every control name usable as ``type:`` -> its reference: built-ins and installed plugins."""
+    names = dict(BUILTIN_CONTROLS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        names.setdefault(ep.name, ep.value)
+    return names
+
+
+def _import_ref(ref: str) -> type[Control]:
+    module_name, _, attr = ref.partition(":")
+    module = importlib.import_module(module_name)
+    return _control_class(module, attr or None, ref)
+
+
+def _control_class(module: Any, attr: str | None, ref: str) -> type[Control]:
+    if attr is None:
+        candidates = [v for v in vars(module).values()
+                      if isinstance(v, type) and issubclass(v, Control) and v.__module__ == module.__name__
+                      and v.name]
+        if "Control" in vars(module) and isinstance(module.Control, type):
+            candidates = [module.Control]
+        if len(candidates) != 1:
+            raise ImportError(f"{ref} defines {len(candidates)} control classes; name one with 'class:'")
+        cls = candidates[0]
+    else:
+        cls = getattr(module, attr, None)
+        if cls is None:
+            raise ImportError(f"{ref} has no attribute {attr!r}")
+    if not (isinstance(cls, type) and issubclass(cls, Control)):
+        raise ImportError(f"{ref} is not a threedb Control subclass")
+    return cls
+
+
+def _load_file(path: Path, attr: str | None) -> type[Control]:
+    module_name = f"threedb_plugin_{abs(hash(str(path)))}"
+    if module_name in sys.modules:
+        module = sys.modules[module_name]
+    else:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+    return _control_class(module, attr, str(path))
+
+
+def import_control(ref: str) -> type[Control]:
+    """Import a control from the ``ref`` a :class:`ControlSpec` carries (render workers use this)."""
+    target, _, attr = ref.rpartition(":") if ref.count(":") else (ref, "", "")
+    if target.endswith(".py"):
+        return _load_file(Path(target), attr or None)
+    return _import_ref(ref)
+
+
+def load_control_class(entry: Mapping[str, Any], base_dir: Path) -> tuple[type[Control], str]:
+    """Import the class an entry names (``type``, ``module`` or ``file``); raise ImportError/LookupError."""
+    attr = entry.get("class")
+    if "file" in entry:
+        path = (base_dir / str(entry["file"])).resolve()
+        if not path.is_file():
+            raise LookupError(f"control file {path} does not exist")
+        return _load_file(path, attr), f"{path}:{attr or ''}"
+    if "module" in entry:
+        module = str(entry["module"])
+        short = module.rsplit(".", 1)[-1]
+        if module.startswith("threedb.controls.") and not module.startswith("threedb.controls.scene."):
+            # The original 3DB's module paths (threedb.controls.blender.camera, ...) map to our built-ins.
+            short = LEGACY_ALIASES.get(short, short)
+            if short in BUILTIN_CONTROLS:
+                return _import_ref(BUILTIN_CONTROLS[short]), BUILTIN_CONTROLS[short]
+        ref = f"{module}:{attr}" if attr else module
+        return _import_ref(ref), ref
+    name = str(entry.get("type"))
+    known = available_controls()
+    if name not in known:
+        raise LookupError(f"unknown control {name!r}{closest_name(name, list(known))};"
+                          " `threedb controls` lists the available ones")
+    return _import_ref(known[name]), known[name]
+
+
+def resolve_control(entry: Any, *, key: str, file: str | Path | None, base_dir: Path) -> ControlSpec:
+    """Validate one ``controls[i]`` entry of a config and resolve it to a :class:`ControlSpec`.
+
+    ``key`` is the entry's key path (e.g. ``controls[2]``), used in error messages.
+    """
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"expected a mapping with 'type', 'module' or 'file', got {entry!r}",
+                          file=file, key=key)
+    given = [k for k in ("type", "module", "file") if k in entry]
+    if len(given) != 1:
+        raise ConfigError("a control needs exactly one of 'type' (a name), 'module' (a dotted path)"
+                          f" or 'file' (a .py path), got {given or 'none'}", file=file, key=key)
+    try:
+        cls, ref = load_control_class(entry, base_dir)
+    except LookupError as exc:
+        raise ConfigError(str(exc).strip("'\""), file=file, key=f"{key}.{given[0]}") from None
+    except Exception as exc:  # a plugin that fails to import: say which and why
+        raise ConfigError(f"cannot load control {entry[given[0]]!r}: {type(exc).__name__}: {exc}",
+                          file=file, key=f"{key}.{given[0]}") from exc
+    declared = {p.name: p for p in cls.params}
+    domains: dict[str, Domain] = {}
+    for pname, raw in entry.items():
+        if pname in RESERVED_KEYS:
+            continue
+        if pname not in declared:
+            raise ConfigError(f"control {cls.name!r} has no parameter {pname!r}"
+                              f"{closest_name(pname, list(declared))}; it has {', '.join(declared) or 'none'}",
+                              file=file, key=f"{key}.{pname}")
+        try:
+            domains[pname] = parse_domain(declared[pname], raw)
+        except ValueError as exc:
+            raise ConfigError(f"{exc}; expected {declared[pname].describe_domain()}",
+                              file=file, key=f"{key}.{pname}", value=raw,
+                              expected=declared[pname].describe_domain()) from None
+    for pname, p in declared.items():
+        domains.setdefault(pname, Fixed(p.default))
+    name = str(entry.get("name") or cls.name)
+    return ControlSpec(name=name, ref=ref, cls=cls, domains=domains)

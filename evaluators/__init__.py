@@ -1,0 +1,1 @@
+"""threedb.evaluators: model loading, evaluator workers, task evaluators and dataset-consuming robustness jobs."""

@@ -1,0 +1,1 @@
+"""threedb.robustness: robustness algorithms (attacks, smoothing, verification, robust losses), testable alone."""

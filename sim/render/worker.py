@@ -1,0 +1,61 @@
+"""Runs render jobs inside a render worker process (imports ``bpy``).
+
+A job is a JSON-serialisable mapping::
+
+    {"id": str, "seed": int,
+     "object": {"uid", "path", "format", "up_axis", "normalization", "normalize", "object_size"},
+     "environment": {"name", "path", "kind"},
+     "controls": [{"name": instance name, "ref": "module:Class", "values": {param: value}}]}
+
+Scene controls are applied in config order, the image is rendered, scene controls are undone in
+reverse order (always, even if the render failed), then image controls transform the image.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from threedb.controls.base import Control, ImageControl, SceneControl
+from threedb.controls.registry import import_control
+from threedb.sim.render.outputs import RenderOutput
+from threedb.sim.render.scene import RenderScene
+from threedb.sim.render.settings import RenderSettings
+
+
+class JobRunner:
+    """Owns the worker's :class:`RenderScene` and the control instances of the experiment."""
+
+    def __init__(self, settings: RenderSettings, scratch_dir: str | Path) -> None:
+        self.scene = RenderScene(settings, scratch_dir)
+        self._controls: dict[tuple[str, str], Control] = {}
+
+    def _control(self, entry: Mapping[str, Any]) -> Control:
+        key = (entry["name"], entry["ref"])
+        if key not in self._controls:
+            self._controls[key] = import_control(entry["ref"])(entry["name"])
+        return self._controls[key]
+
+    def run(self, job: Mapping[str, Any]) -> RenderOutput:
+        """Render one job; see the module docstring."""
+        scene = self.scene
+        scene.set_environment(job["environment"])
+        scene.set_object(job["object"])
+        scene.frame_object()
+        steps = [(self._control(c), c.get("values", {})) for c in job.get("controls", ())]
+        applied: list[SceneControl] = []
+        try:
+            for control, values in steps:
+                if isinstance(control, SceneControl):
+                    control.apply(scene, values)
+                    applied.append(control)
+            output = scene.render(int(job["seed"]))
+        finally:
+            for control in reversed(applied):
+                control.undo(scene)
+        rng = np.random.default_rng(int(job["seed"]))
+        for control, values in steps:
+            if isinstance(control, ImageControl):
+                output.rgb = control.apply(output.rgb, values, output.passes, rng)
+        return output
