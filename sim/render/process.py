@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,6 +22,12 @@ from threedb.sim.render.settings import RenderSettings
 
 _SPAWN = mp.get_context("spawn")
 STARTUP_TIMEOUT_S = 120.0
+
+
+def fast_scratch_dir(prefix: str = "threedb-") -> Path:
+    """A new private temporary folder, in memory (/dev/shm) where available: renders pass through it."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
 
 
 class JobFailed(ThreeDBError):
