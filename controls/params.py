@@ -117,9 +117,9 @@ def parse_domain(param: Param, raw: Any) -> Domain:
             if len(raw) != 2:
                 raise ValueError(f"a range is [lo, hi], got {len(raw)} values {list(raw)}"
                                  " (write {choices: [...]} for a discrete list)")
-            low, high = (param.check_value(v) for v in raw)
-            if low > high:
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw) and raw[0] > raw[1]:
                 raise ValueError(f"range [{raw[0]}, {raw[1]}] is empty")
+            low, high = (param.check_value(v) for v in raw)
             return Range(low, high)
         if not raw:
             raise ValueError("the list of choices is empty")

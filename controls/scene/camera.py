@@ -17,9 +17,10 @@ class CameraControl(SceneControl):
 
     name = "camera"
     params = (
-        Param("view_point_x", "float", 0.0, "view direction, x component", low=-1.0, high=1.0),
-        Param("view_point_y", "float", -1.0, "view direction, y component", low=-1.0, high=1.0),
-        Param("view_point_z", "float", 0.35, "view direction, z component (up)", low=0.0, high=1.0),
+        # Only the direction of (x, y, z) matters; the original 3DB's examples use up to z = 2.
+        Param("view_point_x", "float", 0.0, "view direction, x component", low=-2.0, high=2.0),
+        Param("view_point_y", "float", -1.0, "view direction, y component", low=-2.0, high=2.0),
+        Param("view_point_z", "float", 0.35, "view direction, z component (up)", low=-2.0, high=2.0),
         Param("zoom_factor", "float", 1.0, "> 1 moves closer than the fitted distance", low=0.5, high=2.0),
         Param("focal_length", "float", 50.0, "lens focal length (36 mm sensor)", low=10.0, high=400.0, unit="mm"),
         Param("aperture", "float", 8.0, "f-stop of the depth of field (smaller is blurrier)", low=1.0, high=32.0,

@@ -1,0 +1,356 @@
+"""Reading config files: YAML, ``base_config`` inheritance with a deep merge, and provenance.
+
+Every key path of the merged config remembers which file wrote it (:class:`Provenance`), so
+that an error names the file where the bad value was written and relative paths resolve against
+the directory of that file, not of the top file.
+
+Key paths are tuples of mapping keys (``str``) and list indices (``int``), written
+``render.samples`` or ``controls[2].zoom_factor`` in messages (:func:`format_key`).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Union
+
+import yaml
+
+from threedb.sim.errors import ConfigError
+
+KeyPath = tuple[Union[str, int], ...]
+
+#: Where a value came from: a config file, or this label for ``overrides`` (command-line flags).
+COMMAND_LINE = "<command line>"
+Source = Union[Path, str]
+
+#: Keys whose values are file or folder paths, resolved against the directory of the file that
+#: wrote them. ``"*"`` matches any list index. Later pipeline stages may add their keys here.
+PATH_KEYS: tuple[KeyPath, ...] = (
+    ("assets", "root"),
+    ("controls", "*", "file"),
+    ("policy", "file"),
+    ("inference", "file"),
+    ("inference", "label_map"),
+    ("evaluation", "file"),
+    ("evaluation", "args", "classmap_path"),
+)
+
+#: Values of path keys that are names, not paths.
+_NOT_PATHS = frozenset({"default"})
+
+
+# --------------------------------------------------------------------------- key paths
+
+def format_key(path: KeyPath) -> str:
+    """``('controls', 2, 'zoom_factor')`` -> ``'controls[2].zoom_factor'``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+_KEY_TOKEN = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
+
+
+def parse_key(text: str) -> KeyPath:
+    """``'controls[2].zoom_factor'`` -> ``('controls', 2, 'zoom_factor')``; raise ConfigError if malformed."""
+    parts: list[str | int] = []
+    pos = 0
+    while pos < len(text):
+        match = _KEY_TOKEN.match(text, pos)
+        if not match or (match.group(0).startswith(".") and not parts):
+            raise ConfigError(f"malformed key path {text!r}; expected e.g. render.samples or"
+                              " controls[0].zoom_factor", file=COMMAND_LINE)
+        parts.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
+        pos = match.end()
+    if not parts or isinstance(parts[0], int):
+        raise ConfigError(f"malformed key path {text!r}; expected e.g. render.samples", file=COMMAND_LINE)
+    return tuple(parts)
+
+
+def display_source(source: Source | None) -> str | None:
+    """How a source is named in messages: a path relative to the working directory when inside it."""
+    if source is None or isinstance(source, str):
+        return source
+    try:
+        return str(source.relative_to(Path.cwd()))
+    except ValueError:
+        return str(source)
+
+
+# --------------------------------------------------------------------------- provenance
+
+@dataclass
+class Provenance:
+    """Which source wrote each key path of a merged config.
+
+    A mapping that several files contributed to is attributed to the last of them; a lookup for a
+    path that was never written (a missing key) falls back to its longest written prefix.
+    """
+
+    origin: dict[KeyPath, Source] = field(default_factory=dict)
+
+    def record(self, path: KeyPath, value: Any, source: Source) -> None:
+        """``source`` wrote ``value`` at ``path``, replacing whatever was there."""
+        self.forget(path)
+        self._record_tree(path, value, source)
+
+    def _record_tree(self, path: KeyPath, value: Any, source: Source) -> None:
+        self.origin[path] = source
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                self._record_tree(path + (key,), item, source)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self._record_tree(path + (index,), item, source)
+
+    def touch(self, path: KeyPath, source: Source) -> None:
+        """``source`` merged keys into the mapping at ``path``."""
+        self.origin[path] = source
+
+    def forget(self, path: KeyPath) -> None:
+        """Drop ``path`` and everything under it."""
+        n = len(path)
+        for key in [k for k in self.origin if k[:n] == path]:
+            del self.origin[key]
+
+    def move(self, old: KeyPath, new: KeyPath) -> None:
+        """Re-attribute everything under ``old`` to the same place under ``new`` (legacy mapping)."""
+        n = len(old)
+        moved = {new + k[n:]: s for k, s in self.origin.items() if k[:n] == old}
+        self.forget(old)
+        self.forget(new)
+        self.origin.update(moved)
+
+    def source_of(self, path: KeyPath) -> Source | None:
+        """The source that wrote ``path`` or, failing that, its longest written prefix."""
+        for n in range(len(path), 0, -1):
+            source = self.origin.get(tuple(path[:n]))
+            if source is not None:
+                return source
+        return None
+
+    def file_of(self, path: KeyPath) -> str | None:
+        """The source of ``path`` as named in messages."""
+        return display_source(self.source_of(path))
+
+    def base_dir(self, path: KeyPath) -> Path:
+        """The directory relative paths written at ``path`` resolve against."""
+        source = self.source_of(path)
+        return source.parent if isinstance(source, Path) else Path.cwd()
+
+    def error(self, path: KeyPath, message: str, **kwargs: Any) -> ConfigError:
+        """A ConfigError for ``path``, naming the file that wrote it."""
+        return ConfigError(message, file=self.file_of(path), key=format_key(path) or None, **kwargs)
+
+
+# --------------------------------------------------------------------------- YAML
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys in a mapping (PyYAML silently keeps the last one)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"duplicate key {key!r} (first written on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        except TypeError:  # unhashable key: construct_mapping reports it
+            pass
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read one config file: a YAML mapping (an empty file is an empty mapping)."""
+    shown = display_source(path)
+    if not path.exists():
+        raise ConfigError("config file does not exist", file=shown)
+    if path.is_dir():
+        raise ConfigError("is a folder, not a config file", file=shown)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file: {exc}", file=shown) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "syntax error"
+        raise ConfigError(f"invalid YAML{where}: {problem}", file=shown) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=shown) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"the top level of a config must be a mapping of keys to values,"
+                          f" got a {type(data).__name__}", file=shown)
+    return data
+
+
+# --------------------------------------------------------------------------- merging
+
+def deep_merge(target: dict[Any, Any], data: Mapping[Any, Any], source: Source,
+               provenance: Provenance, prefix: KeyPath = ()) -> None:
+    """Merge ``data`` into ``target`` in place: mappings merge recursively, anything else replaces."""
+    for key, value in data.items():
+        path = prefix + (key,)
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            provenance.touch(path, source)
+            deep_merge(target[key], value, source, provenance, path)
+        else:
+            target[key] = copy.deepcopy(value)
+            provenance.record(path, value, source)
+
+
+@dataclass
+class LoadedConfig:
+    """A config file with its bases merged in."""
+
+    data: dict[str, Any]          #: the merged mapping, ``base_config`` removed
+    provenance: Provenance
+    files: list[Path]             #: the inheritance chain in merge order: root base first, the file itself last
+
+
+def load_chain(path: str | Path) -> LoadedConfig:
+    """Read ``path`` and, recursively, its ``base_config``; deep-merge them (the including file wins)."""
+    return _load(Path(path).expanduser().absolute(), ())
+
+
+def _load(path: Path, stack: tuple[Path, ...]) -> LoadedConfig:
+    path = Path(os.path.normpath(path))
+    raw = read_yaml(path)
+    base_ref = raw.pop("base_config", None)
+    if base_ref is None:
+        loaded = LoadedConfig({}, Provenance(), [])
+    else:
+        if not isinstance(base_ref, (str, os.PathLike)) or not str(base_ref).strip():
+            raise ConfigError(f"must be the path of another config file, got {base_ref!r}",
+                              file=display_source(path), key="base_config", value=base_ref)
+        base = Path(os.path.normpath(path.parent / Path(base_ref).expanduser()))
+        chain = stack + (path,)
+        if base in chain:
+            cycle = " -> ".join(display_source(p) or "" for p in chain[chain.index(base):] + (base,))
+            raise ConfigError(f"base_config files include each other in a cycle: {cycle}",
+                              file=display_source(path), key="base_config", value=base_ref)
+        if not base.is_file():
+            what = "is a folder" if base.is_dir() else "does not exist"
+            raise ConfigError(f"base config file {display_source(base)} {what}",
+                              file=display_source(path), key="base_config", value=base_ref)
+        loaded = _load(base, chain)
+    deep_merge(loaded.data, raw, path, loaded.provenance)
+    loaded.files.append(path)
+    return loaded
+
+
+# --------------------------------------------------------------------------- overrides
+
+def apply_overrides(data: dict[str, Any], provenance: Provenance, overrides: Mapping[str, Any]) -> None:
+    """Set dotted key paths (``{"render.samples": 4}``) in ``data``; a mapping value merges into a mapping."""
+    for text, value in overrides.items():
+        path = parse_key(str(text))
+        if path[0] == "base_config":
+            raise ConfigError("base_config cannot be overridden; load that file instead",
+                              file=COMMAND_LINE, key="base_config")
+        node: Any = data
+        for depth, part in enumerate(path[:-1]):
+            here = path[:depth + 1]
+            if isinstance(part, int):
+                if not isinstance(node, list) or not -len(node) <= part < len(node):
+                    size = f"a list of {len(node)}" if isinstance(node, list) else "not a list"
+                    raise ConfigError(f"cannot set {text!r}: {format_key(path[:depth]) or 'the top level'}"
+                                      f" is {size}", file=COMMAND_LINE, key=format_key(here))
+                node = node[part]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot set {text!r}: {format_key(path[:depth])} is not a mapping",
+                                  file=COMMAND_LINE, key=format_key(here))
+            if node.get(part) is None:
+                node[part] = {}
+                provenance.record(here, {}, COMMAND_LINE)
+            node = node[part]
+        last = path[-1]
+        if isinstance(last, int):
+            if not isinstance(node, list) or not -len(node) <= last < len(node):
+                raise ConfigError(f"cannot set {text!r}: no such list item", file=COMMAND_LINE, key=format_key(path))
+            node[last] = copy.deepcopy(value)
+            provenance.record(path, value, COMMAND_LINE)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"cannot set {text!r}: {format_key(path[:-1])} is not a mapping",
+                              file=COMMAND_LINE, key=format_key(path))
+        elif isinstance(value, Mapping) and isinstance(node.get(last), dict):
+            provenance.touch(path, COMMAND_LINE)
+            deep_merge(node[last], value, COMMAND_LINE, provenance, path)
+        else:
+            node[last] = copy.deepcopy(value)
+            provenance.record(path, value, COMMAND_LINE)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'render.samples=4'`` -> ``('render.samples', 4)``: the value is read as YAML (for CLI flags)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"an override is KEY=VALUE (e.g. render.samples=4), got {text!r}", file=COMMAND_LINE)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parse_key(key.strip())
+    return key.strip(), value
+
+
+# --------------------------------------------------------------------------- paths
+
+def _matches(node: Any, pattern: KeyPath, prefix: KeyPath = ()) -> Iterator[KeyPath]:
+    if not pattern:
+        yield prefix
+        return
+    head, rest = pattern[0], pattern[1:]
+    if head == "*":
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                yield from _matches(item, rest, prefix + (index,))
+    elif isinstance(node, dict) and head in node:
+        yield from _matches(node[head], rest, prefix + (head,))
+
+
+def _get(data: Any, path: KeyPath) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def _set(data: Any, path: KeyPath, value: Any) -> None:
+    _get(data, path[:-1])[path[-1]] = value
+
+
+def resolve_paths(data: dict[str, Any], provenance: Provenance,
+                  keys: tuple[KeyPath, ...] = PATH_KEYS) -> None:
+    """Make the relative paths under ``keys`` absolute, each against the directory of the file that wrote it.
+
+    Values that are not strings are left for validation to reject.
+    """
+    for pattern in keys:
+        for path in list(_matches(data, pattern)):
+            value = _get(data, path)
+            if not isinstance(value, str) or not value.strip() or value in _NOT_PATHS:
+                continue
+            resolved = Path(value).expanduser()
+            if not resolved.is_absolute():
+                resolved = provenance.base_dir(path) / resolved
+            _set(data, path, str(resolved.resolve()))
