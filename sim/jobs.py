@@ -27,7 +27,7 @@ class PreparedObject:
     def job_spec(self) -> dict[str, Any]:
         norm = self.normalization
         return {"uid": self.asset.uid, "path": str(self.asset.path), "format": self.asset.format,
-                "up_axis": self.asset.up_axis, "normalize": self.normalize, "object_size": self.object_size,
+                "up_axis": self.asset.up_axis, "axis_scale": list(self.asset.axis_scale), "normalize": self.normalize, "object_size": self.object_size,
                 "normalization": None if norm is None else {"center": list(norm.center), "scale": norm.scale}}
 
 

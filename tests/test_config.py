@@ -581,11 +581,10 @@ logging:
 @needs_builtins
 def test_reference_example(tmp_path: Path) -> None:
     text = REFERENCE_CONFIG
-    # As written, the example asks for camera heights up to 2, outside the camera's [0, 1] domain:
-    err = error_of(write(tmp_path / "ref.yaml", text))
-    assert err.key == "controls[1].view_point_z" and "outside the domain [0.0, 1.0]" in str(err)
-    # With the height inside the domain it loads and maps.
-    exp = load_config(write(tmp_path / "ref.yaml", text.replace("view_point_z: (0, 2)", "view_point_z: (0, 1)")))
+    # The paper's example loads as written (view_point_z up to 2) and maps; beyond the domain it fails.
+    err = error_of(write(tmp_path / "bad.yaml", text.replace("view_point_z: (0, 2)", "view_point_z: (0, 3)")))
+    assert err.key == "controls[1].view_point_z" and "outside the domain [-2.0, 2.0]" in str(err)
+    exp = load_config(write(tmp_path / "ref.yaml", text))
     assert exp.render.resolution == (256, 256) and exp.render.samples == 16
     assert exp.render.passes == ("mask", "uv")
     assert exp.policy == {"type": "grid", "samples_per_dim": 15}

@@ -90,7 +90,8 @@ class RenderProcess:
         self._proc: Any = None
         self._conn: Any = None
         self.jobs_done = 0
-        self.restarts = 0
+        self.restarts = 0  #: starts after the first (crash, stall or recycling)
+        self._started = False
 
     @property
     def pid(self) -> int | None:
@@ -99,6 +100,9 @@ class RenderProcess:
     def start(self) -> None:
         """Start the child and wait until its scene is set up."""
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
+        if self._started:
+            self.restarts += 1
+        self._started = True
         parent, child = _SPAWN.Pipe()
         log_path = str(self.scratch_dir / "blender.log")
         self._proc = _SPAWN.Process(target=_child_main, daemon=True, name="threedb-render",
@@ -126,12 +130,9 @@ class RenderProcess:
     def render(self, job: Mapping[str, Any]) -> RenderOutput:
         """Render ``job`` (see :mod:`threedb.sim.render.worker`); raises JobFailed or WorkerCrashed."""
         if self._proc is None or not self._proc.is_alive():
-            if self._proc is not None:
-                self.restarts += 1
             self.start()
         elif self.jobs_done >= self.settings.max_jobs_per_worker:
             self.close()
-            self.restarts += 1
             self.start()
         try:
             send_frames(self._conn, encode({"type": "job", "job": dict(job)}))

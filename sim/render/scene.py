@@ -27,6 +27,8 @@ ROOT_NAME = "threedb_object"
 DEFAULT_VIEW = (0.0, -1.0, 0.35)
 #: Extra room around the object's bounding sphere when framing it.
 FRAME_MARGIN = 1.05
+#: Distinct noise patterns: job seeds are mapped to frames 1..SEED_FRAMES (Blender's maximum frame is 1048574).
+SEED_FRAMES = 1_000_000
 
 
 def _matrix_to_list(m: Matrix) -> list[list[float]]:
@@ -74,7 +76,8 @@ class RenderScene:
         cy.use_adaptive_sampling = s.adaptive_sampling
         cy.adaptive_threshold = s.adaptive_threshold
         cy.use_denoising = s.denoise
-        cy.use_animated_seed = False
+        cy.use_animated_seed = True
+        cy.seed = 0
         cy.device = self._select_device()
         sc.view_settings.view_transform = "Standard"
         sc.view_settings.look = "None"
@@ -168,7 +171,8 @@ class RenderScene:
         self.environment_key = key
 
     def set_object(self, spec: Mapping[str, Any]) -> None:
-        """Load object ``spec`` ({uid, path, format, up_axis, normalization, normalize, object_size})."""
+        """Load object ``spec`` ({uid, path, format, up_axis, axis_scale, normalization, normalize,
+        object_size}); see :class:`threedb.sim.assets.MeshNormalization` for the mapping."""
         key = f"{spec['path']}|{spec.get('normalize', True)}|{spec.get('object_size', 1.0)}"
         if key == self.object_key:
             return
@@ -179,6 +183,10 @@ class RenderScene:
             raise AssetError(spec["path"], "the file holds no mesh object")
         root = bpy.data.objects.new(ROOT_NAME, None)
         self.scene.collection.objects.link(root)
+        axis_scale = Matrix.Diagonal((*spec.get("axis_scale", (1.0, 1.0, 1.0)), 1.0))
+        for obj in imported:  # per-axis pre-scale first, so that .blend normalisation sees it
+            if obj.parent is None or obj.parent not in imported:
+                obj.matrix_world = axis_scale @ obj.matrix_world
         center, scale = self._normalization(spec, meshes)
         offset = Matrix.Translation(-Vector(center))
         for obj in imported:
@@ -275,7 +283,9 @@ class RenderScene:
     # ----------------------------------------------------------------- render
     def render(self, seed: int) -> RenderOutput:
         """Render the current scene with Cycles seed ``seed``; read back the passes."""
-        self.scene.cycles.seed = seed % (2 ** 31)
+        # Under persistent data Cycles does not re-sync a changed `cycles.seed`, but it does sync
+        # frame changes: the animated seed (a hash of seed and frame) carries the job seed instead.
+        self.scene.frame_current = 1 + seed % SEED_FRAMES
         started = time.perf_counter()
         bpy.ops.render.render(write_still=True)
         render_s = time.perf_counter() - started

@@ -1,0 +1,88 @@
+"""The render worker process: failures are reported per job, crashes restart it, it is recycled."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from conftest import REPO, SMALL
+from threedb.controls.registry import resolve_control
+from threedb.sim.frames import FrameError, decode, encode
+from threedb.sim.render.process import JobFailed, RenderProcess, WorkerCrashed, fast_scratch_dir
+
+PLUGIN = textwrap.dedent('''
+    import os
+    from threedb.controls import Param, SceneControl
+
+    class Faulty(SceneControl):
+        """Raises or kills its process on request (for fault tests)."""
+        name = "faulty"
+        params = (Param("mode", "choice", "ok", "what to do", choices=("ok", "raise", "exit")),)
+
+        def apply(self, scene, values):
+            if values["mode"] == "raise":
+                raise ValueError("this control always fails")
+            if values["mode"] == "exit":
+                os._exit(3)
+
+        def undo(self, scene):
+            pass
+''')
+
+
+@pytest.fixture()
+def faulty(tmp_path):
+    path = tmp_path / "faulty.py"
+    path.write_text(PLUGIN)
+    return resolve_control({"file": str(path)}, key="controls[0]", file=None, base_dir=tmp_path)
+
+
+def test_failing_job_is_reported_and_the_worker_goes_on(job_for, faulty):
+    with RenderProcess(SMALL, fast_scratch_dir()) as proc:
+        with pytest.raises(JobFailed, match="this control always fails") as info:
+            proc.render(job_for("mug", "city", [(faulty, {"mode": "raise"})], job_id="bad"))
+        assert info.value.job_id == "bad"
+        pid = proc.pid
+        out = proc.render(job_for("mug", "city", [(faulty, {"mode": "ok"})]))
+        assert out.passes["mask"].any() and proc.pid == pid
+
+
+def test_crashing_job_restarts_the_worker(job_for, faulty):
+    with RenderProcess(SMALL, fast_scratch_dir()) as proc:
+        proc.start()
+        first = proc.pid
+        with pytest.raises(WorkerCrashed, match="exit code 3"):
+            proc.render(job_for("mug", "city", [(faulty, {"mode": "exit"})]))
+        out = proc.render(job_for("mug", "city"))
+        assert out.passes["mask"].any()
+        assert proc.pid != first and proc.restarts == 1
+
+
+def test_worker_is_recycled_after_max_jobs(job_for):
+    settings = SMALL.model_copy(update={"max_jobs_per_worker": 2})
+    with RenderProcess(settings, fast_scratch_dir()) as proc:
+        pids = []
+        for i in range(3):
+            proc.render(job_for("mug", "city", job_id=str(i)))
+            pids.append(proc.pid)
+        assert pids[0] == pids[1] != pids[2]
+
+
+def test_worker_start_failure_is_reported(tmp_path):
+    settings = SMALL.model_copy(update={"device": "gpu", "gpu_backend": "CUDA"})
+    with pytest.raises(Exception, match="no CUDA device|render worker failed to start"):
+        RenderProcess(settings, tmp_path).start()
+
+
+def test_frames_round_trip_and_reject_malformed_messages():
+    import numpy as np
+
+    arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "m": np.eye(2, dtype=bool)}
+    header, back = decode(encode({"type": "x", "n": 1}, arrays))
+    assert header["type"] == "x" and all(np.array_equal(arrays[k], back[k]) for k in arrays)
+    with pytest.raises(FrameError):
+        decode([b"\x80\x04not json"])
+    with pytest.raises(FrameError):
+        decode([b'{"v": 1, "arrays": [{"name": "a", "dtype": "object", "shape": [1]}]}', b"x" * 8])
+    with pytest.raises(FrameError):
+        decode([b'{"v": 1, "arrays": [{"name": "a", "dtype": "float32", "shape": [4]}]}', b"x" * 3])
