@@ -114,3 +114,45 @@ def test_controls_command_lists_builtins():
     result = threedb("controls")
     assert result.returncode == 0
     assert "orientation" in result.stdout and "zoom_factor" in result.stdout
+
+
+MAKE_BLEND = """
+import bpy, sys
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.mesh.primitive_cone_add(radius1=3.0, depth=8.0, location=(5, 5, 5))
+bpy.context.active_object.name = "cone"
+bpy.ops.mesh.primitive_cube_add(location=(50, 0, 0))   # another object in the file: not ours
+bpy.context.active_object.name = "distractor"
+bpy.ops.wm.save_as_mainfile(filepath=sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("layout", ["3db-blend", "ours-glb"])
+def test_blend_and_gltf_objects_render_normalised(tmp_path, layout):
+    import cv2
+    if layout == "3db-blend":
+        root = tmp_path / "root"
+        (root / "blender_models").mkdir(parents=True)
+        (root / "blender_environments").mkdir()
+        subprocess.run([sys.executable, "-c", MAKE_BLEND, str(root / "blender_models" / "cone.blend")],
+                       check=True, capture_output=True)
+        cv2.imwrite(str(root / "blender_environments" / "grey.hdr"), np.full((8, 16, 3), 0.5, np.float32))
+        uid = "cone"
+    else:
+        root = user_root(tmp_path)
+        mesh = trimesh.creation.cone(radius=3.0, height=8.0)
+        mesh.apply_translation((5, 5, 5))
+        mesh.export(root / "objects" / "cone.glb")
+        uid = "cone"
+    config = write_config(tmp_path, assets={"root": str(root), "objects": [uid], "environments": ["grey"]},
+                          render={"resolution": 64, "samples": 4, "passes": ["mask", "depth"]})
+    out = tmp_path / "out"
+    result = threedb("render", str(config), "--out", str(out), "-n", "1")
+    assert result.returncode == 0, result.stderr
+    mask = cv2.imread(str(out / "preview-0000_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+    rows, cols = np.nonzero(mask)
+    # Only the named object, centred and scaled into the frame (the distractor 50 units away is not loaded).
+    assert 0.05 < mask.mean() < 0.8
+    assert abs(rows.mean() - 32) < 10 and abs(cols.mean() - 32) < 10
+    record = json.loads((out / "preview.json").read_text())["renders"][0]
+    assert np.abs(np.array(record["object_to_world"])[:3, 3]).max() < 1e-6

@@ -54,7 +54,7 @@ def _check(path: str, _mtime: int, _size: int, fmt: str, up_axis: str, axis_scal
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            mesh = trimesh.load(path, force="mesh", file_type=fmt)
+            mesh = trimesh.load(path, force="mesh", file_type=fmt, process=False)  # raw data: check it as is
     except Exception as exc:
         raise AssetError(path, f"cannot be read as a {fmt} mesh: {type(exc).__name__}: {exc}") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:

@@ -6,6 +6,7 @@ The master never imports ``bpy``; the child does. Messages are JSON headers plus
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import tempfile
@@ -22,6 +23,8 @@ from threedb.sim.render.settings import RenderSettings
 
 _SPAWN = mp.get_context("spawn")
 STARTUP_TIMEOUT_S = 120.0
+#: The worker trims its heap after job 1 and then every TRIM_EVERY jobs.
+TRIM_EVERY = 4
 
 
 def fast_scratch_dir(prefix: str = "threedb-") -> Path:
@@ -47,10 +50,33 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return None
+
+
+def _fix_mmap_threshold() -> None:
+    """Keep glibc from raising its mmap threshold as per-render buffers are freed: large buffers then
+    stay mmapped and go back to the OS when freed, instead of fragmenting the heap (RSS creep)."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
+
+
+def _release_free_memory() -> None:
+    """Return freed heap pages to the OS (~2 ms a call; benchmarks/render_overhead.py measures RSS)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def _child_main(conn: Any, settings_json: str, scratch_dir: str, log_path: str) -> None:
     # Blender prints progress on stdout for every render; keep it in a log file instead.
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
+    _fix_mmap_threshold()
     try:
         from threedb.sim.render.worker import JobRunner  # imports bpy: only ever in this process
 
@@ -60,6 +86,7 @@ def _child_main(conn: Any, settings_json: str, scratch_dir: str, log_path: str) 
                                   "trace": traceback.format_exc()}))
         return
     send_frames(conn, encode({"type": "ready", "pid": os.getpid()}))
+    jobs_done = 0
     while True:
         try:
             header, _ = decode(recv_frames(conn))
@@ -77,6 +104,10 @@ def _child_main(conn: Any, settings_json: str, scratch_dir: str, log_path: str) 
             continue
         meta = dict(out.meta, rss_bytes=_rss_bytes())
         send_frames(conn, encode({"type": "done", "id": job.get("id"), "meta": meta}, out.arrays()))
+        del out
+        jobs_done += 1
+        if jobs_done % TRIM_EVERY == 1:
+            _release_free_memory()
 
 
 class RenderProcess:
