@@ -106,3 +106,28 @@ def test_every_pack_object_renders_centred(worker, job_for, uid):
     rows, cols = np.nonzero(mask)
     assert mask.mean() > 0.02
     assert abs(rows.mean() - 32) < 12 and abs(cols.mean() - 32) < 12
+
+
+def test_undo_verification_catches_an_incomplete_undo(worker, job_for, tmp_path):
+    from threedb.controls.registry import resolve_control
+    from threedb.sim.render.process import JobFailed
+
+    plugin = tmp_path / "leaky.py"
+    plugin.write_text(
+        "from threedb.controls import Param, SceneControl\n"
+        "class Leaky(SceneControl):\n"
+        "    '''Moves the object and forgets to move it back.'''\n"
+        "    name = 'leaky'\n"
+        "    params = (Param('dx', 'float', 0.1, 'shift', low=-1, high=1),)\n"
+        "    def apply(self, scene, values):\n"
+        "        scene.root.location.x += values['dx']\n"
+        "    def undo(self, scene):\n"
+        "        pass\n")
+    leaky = resolve_control({"file": str(plugin)}, key="controls[0]", file=None, base_dir=tmp_path)
+    job = job_for("mug", "city", [(leaky, {"dx": 0.2})])
+    with pytest.raises(JobFailed, match=r"after undoing leaky.*threedb_object\.matrix_world"):
+        worker.render({**job, "verify_undo": True})
+    orient = control({"type": "orientation"})
+    cam = control({"type": "camera"})
+    job = job_for("mug", "city", [(orient, {"rotation_z": 1.0, "rotation_x": 0.3}), (cam, {"zoom_factor": 1.4})])
+    assert worker.render({**job, "verify_undo": True}).passes["mask"].any()

@@ -81,6 +81,18 @@ def _select(items: dict[str, Any], names: Sequence[str] | str, what: str, root: 
     return chosen
 
 
+#: A .blend starts with "BLENDER", or with the zstd (Blender >= 3.0) or gzip magic when compressed.
+_BLEND_MAGICS = (b"BLENDER", b"\x28\xb5\x2f\xfd", b"\x1f\x8b")
+
+
+def check_blend_header(path: str | Path) -> None:
+    """Raise :class:`AssetError` unless ``path`` starts like a (possibly compressed) .blend file."""
+    with open(path, "rb") as f:
+        head = f.read(7)
+    if not head.startswith(_BLEND_MAGICS):
+        raise AssetError(path, "not a Blender file (no BLENDER, zstd or gzip header)")
+
+
 def blender_hdri_dir() -> Path:
     """Folder of the HDRIs that ship inside the bpy wheel, found without importing bpy."""
     spec = importlib.util.find_spec("bpy")

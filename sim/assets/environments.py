@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from threedb.sim.assets.catalog import EnvironmentAsset
+from threedb.sim.assets.catalog import EnvironmentAsset, check_blend_header
 from threedb.sim.errors import AssetError
 
 
@@ -14,9 +14,7 @@ def check_environment(env: EnvironmentAsset) -> None:
         raise AssetError(path, "environment file does not exist")
     suffix = path.suffix.lower()
     if suffix == ".blend":
-        with open(path, "rb") as f:
-            if f.read(7) != b"BLENDER":
-                raise AssetError(path, "not a Blender file (no BLENDER header)")
+        check_blend_header(path)
     elif suffix == ".exr":
         import OpenEXR
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from threedb.sim.assets.catalog import ObjectAsset
+from threedb.sim.assets.catalog import ObjectAsset, check_blend_header
 from threedb.sim.errors import AssetError
 
 
@@ -45,9 +45,7 @@ def check_mesh(asset: ObjectAsset, target_size: float = 1.0) -> MeshNormalizatio
 def _check(path: str, _mtime: int, _size: int, fmt: str, up_axis: str, axis_scale: tuple[float, ...],
            target_size: float) -> MeshNormalization | None:
     if fmt == "blend":
-        with open(path, "rb") as f:
-            if f.read(7) != b"BLENDER":
-                raise AssetError(path, "not a Blender file (no BLENDER header)")
+        check_blend_header(path)
         return None
     import trimesh  # imported here: only needed when meshes are checked
 

@@ -34,7 +34,7 @@ def fast_scratch_dir(prefix: str = "threedb-") -> Path:
 
 
 class JobFailed(ThreeDBError):
-    """A render job raised inside the worker; the worker itself is still usable."""
+    """A render job raised inside the worker; the worker process is replaced for the next job."""
 
     def __init__(self, job_id: str, error: str, trace: str = "") -> None:
         self.job_id, self.error, self.trace = job_id, error, trace
@@ -98,10 +98,12 @@ def _child_main(conn: Any, settings_json: str, scratch_dir: str, log_path: str) 
         try:
             out = runner.run(job)
         except Exception as exc:
+            # A control that raised may have left the scene half changed: report, then exit so
+            # that the next job gets a fresh process instead of a scene in an unknown state.
             send_frames(conn, encode({"type": "failed", "id": job.get("id"),
                                       "error": f"{type(exc).__name__}: {exc}",
                                       "trace": traceback.format_exc()}))
-            continue
+            return
         meta = dict(out.meta, rss_bytes=_rss_bytes())
         send_frames(conn, encode({"type": "done", "id": job.get("id"), "meta": meta}, out.arrays()))
         del out
@@ -154,6 +156,8 @@ class RenderProcess:
                 raise WorkerCrashed(f"render worker stalled for {timeout:.0f} s while {doing}")
             return decode(recv_frames(self._conn))
         except (EOFError, ConnectionError, OSError):
+            if self._proc is not None:
+                self._proc.join(timeout=5)  # reap it, so that its exit code is known
             code = self._proc.exitcode if self._proc is not None else None
             self._kill()
             raise WorkerCrashed(f"render worker died while {doing} (exit code {code})") from None
@@ -173,6 +177,8 @@ class RenderProcess:
         header, arrays = self._receive(self.job_timeout_s, f"rendering job {job.get('id')}")
         self.jobs_done += 1
         if header["type"] == "failed":
+            self._proc.join(timeout=10)  # the child exits after a failed job (see _child_main)
+            self._kill()
             raise JobFailed(str(header.get("id")), header.get("error", "?"), header.get("trace", ""))
         arrays = {k: np.array(v) for k, v in arrays.items()}  # writable copies
         rgb = arrays.pop("rgb")

@@ -8,7 +8,9 @@ A job is a JSON-serialisable mapping::
      "controls": [{"name": instance name, "ref": "module:Class", "values": {param: value}}]}
 
 Scene controls are applied in config order, the image is rendered, scene controls are undone in
-reverse order (always, even if the render failed), then image controls transform the image.
+reverse order (always, even if the render failed), then image controls transform the image. A job
+with ``"verify_undo": true`` also compares scene snapshots (:mod:`.snapshot`) before and after and
+fails with :class:`UndoIncomplete` naming what changed.
 """
 from __future__ import annotations
 
@@ -22,6 +24,11 @@ from threedb.controls.registry import import_control
 from threedb.sim.render.outputs import RenderOutput
 from threedb.sim.render.scene import RenderScene
 from threedb.sim.render.settings import RenderSettings
+from threedb.sim.render.snapshot import scene_snapshot, snapshot_diff
+
+
+class UndoIncomplete(RuntimeError):
+    """A job asked for ``verify_undo`` and the scene was not restored exactly."""
 
 
 class JobRunner:
@@ -44,6 +51,7 @@ class JobRunner:
         scene.set_object(job["object"])
         scene.frame_object()
         steps = [(self._control(c), c.get("values", {})) for c in job.get("controls", ())]
+        before = scene_snapshot(scene.scene) if job.get("verify_undo") else None
         applied: list[SceneControl] = []
         try:
             for control, values in steps:
@@ -54,6 +62,12 @@ class JobRunner:
         finally:
             for control in reversed(applied):
                 control.undo(scene)
+        if before is not None:
+            changed = snapshot_diff(before, scene_snapshot(scene.scene))
+            if changed:
+                names = ", ".join(c.instance_name for c in applied)
+                raise UndoIncomplete(f"scene differs after undoing {names}: " + "; ".join(changed[:5])
+                                     + (f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""))
         rng = np.random.default_rng(int(job["seed"]))
         for control, values in steps:
             if isinstance(control, ImageControl):
