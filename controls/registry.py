@@ -20,12 +20,27 @@ ENTRY_POINT_GROUP = "threedb.controls"
 BUILTIN_CONTROLS: dict[str, str] = {
     "orientation": "threedb.controls.scene.orientation:OrientationControl",
     "camera": "threedb.controls.scene.camera:CameraControl",
+    "position": "threedb.controls.scene.position:PositionControl",
+    "pin_to_ground": "threedb.controls.scene.pin_to_ground:PinToGroundControl",
+    "obj_loc_in_frame": "threedb.controls.scene.obj_loc_in_frame:ObjLocInFrameControl",
+    "scale": "threedb.controls.scene.scale:ScaleControl",
+    "light": "threedb.controls.scene.light:LightControl",
+    "environment": "threedb.controls.scene.environment:EnvironmentControl",
+    "background": "threedb.controls.scene.background:BackgroundControl",
+    "denoiser": "threedb.controls.scene.denoiser:DenoiserControl",
+    "material": "threedb.controls.scene.material:MaterialControl",
+    "occlusion": "threedb.controls.scene.occlusion:OcclusionControl",
+    "liquid": "threedb.controls.scene.liquid:LiquidControl",
+    "corruption": "threedb.controls.image.corruption:CorruptionControl",
+    "depth_fog": "threedb.controls.image.depth:DepthFogControl",
+    "depth_defocus": "threedb.controls.image.depth:DepthDefocusControl",
 }
 
 #: Names the original 3DB used for the same controls (last component of its module path).
 LEGACY_ALIASES: dict[str, str] = {
     "pointlight": "light",
     "imagenet_c": "corruption",
+    "mug_liquid": "liquid",
 }
 
 #: Keys of a control entry that are not parameters.
