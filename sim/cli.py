@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import textwrap
 from importlib.metadata import PackageNotFoundError, version
@@ -38,8 +39,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     with tqdm(total=args.n, unit="img", desc="render", file=sys.stderr) as bar:
         manifest = render_preview(prepared, args.out, args.n,
                                   on_progress=lambda done, total: bar.update(done - bar.n))
-    print(f"wrote {args.n} renders to {Path(args.out)} (index: {manifest})")
-    return 0
+    failed = [r for r in json.loads(manifest.read_text())["renders"] if "error" in r]
+    for record in failed:
+        print(f"failed: {record['id']}: {record['error']}", file=sys.stderr)
+    print(f"wrote {args.n - len(failed)} renders to {Path(args.out)} (index: {manifest})"
+          + (f"; {len(failed)} failed" if failed else ""))
+    return 1 if failed else 0
 
 
 def cmd_controls(args: argparse.Namespace) -> int:

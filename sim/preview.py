@@ -2,7 +2,8 @@
 
 Scenes cycle through the experiment's objects and environments (grouped by environment, since
 switching HDRI costs a scene re-sync); control values are drawn at random from the search space
-with the experiment seed. Writes ``<id>_rgb.png`` plus lossless passes and ``preview.json``.
+with the experiment seed. Writes ``<id>_rgb.png`` plus lossless passes and ``preview.json``; a
+scene that fails is recorded there with its error and the others still render.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from threedb.sim.jobs import make_job
 from threedb.sim.render.files import write_exr, write_png
 from threedb.sim.render.outputs import RenderOutput
 from threedb.sim.render.pointcloud import object_points, write_point_cloud
-from threedb.sim.render.process import RenderProcess, fast_scratch_dir
+from threedb.sim.render.process import JobFailed, RenderProcess, WorkerCrashed, fast_scratch_dir
 
 
 def preview_jobs(prepared: PreparedExperiment, n: int) -> list[dict[str, Any]]:
@@ -70,14 +71,20 @@ def render_preview(prepared: PreparedExperiment, out_dir: str | Path, n: int,
     with RenderProcess(settings, scratch) as worker:
         jobs = preview_jobs(prepared, n)
         for done, job in enumerate(jobs, 1):
-            output = worker.render(job)
-            files = save_output(out, job["id"], output, settings.point_cloud)
-            records.append({"id": job["id"], "object": job["object"]["uid"],
-                            "environment": job["environment"]["name"], "seed": job["seed"],
-                            "controls": {c["name"]: c["values"] for c in job["controls"]},
-                            "files": files, "camera": {k: output.meta[k] for k in ("K", "camera_to_world")},
-                            "object_to_world": output.meta["object_to_world"],
-                            "render_seconds": output.meta["render_seconds"]})
+            record: dict[str, Any] = {"id": job["id"], "object": job["object"]["uid"],
+                                      "environment": job["environment"]["name"], "seed": job["seed"],
+                                      "controls": {c["name"]: c["values"] for c in job["controls"]}}
+            try:
+                output = worker.render(job)
+            except (JobFailed, WorkerCrashed) as exc:  # recorded; the other scenes still render
+                record["error"] = str(exc)
+            else:
+                record.update(files=save_output(out, job["id"], output, settings.point_cloud),
+                              camera={k: output.meta[k] for k in ("K", "camera_to_world")},
+                              object_to_world=output.meta["object_to_world"],
+                              controls_report=output.meta.get("controls_report", {}),
+                              render_seconds=output.meta["render_seconds"])
+            records.append(record)
             if on_progress:
                 on_progress(done, len(jobs))
     shutil.rmtree(scratch, ignore_errors=True)

@@ -40,7 +40,7 @@ class RenderScene:
 
     Controls use: ``scene`` (``bpy.types.Scene``), ``root`` (the object's root empty; transforms of the
     object go on it), ``camera``, ``world_mapping`` / ``world_background`` (HDRI rotation and strength
-    nodes), ``frame_object()``, ``object_radius`` and ``settings``.
+    nodes), ``frame_object()``, ``object_radius``, ``settings`` and ``report`` (measurements to return).
     """
 
     def __init__(self, settings: RenderSettings, scratch_dir: str | Path) -> None:
@@ -54,6 +54,9 @@ class RenderScene:
         self.object_key: str | None = None
         self.object_radius = 0.5
         self.environment_key: str | None = None
+        #: What controls measured while applying (e.g. an achieved occlusion ratio), keyed by the
+        #: control's instance name; reset for every job and returned as meta["controls_report"].
+        self.report: dict[str, Any] = {}
         self._configure_render()
         self._make_camera()
         self._make_world()

@@ -47,6 +47,7 @@ class JobRunner:
     def run(self, job: Mapping[str, Any]) -> RenderOutput:
         """Render one job; see the module docstring."""
         scene = self.scene
+        scene.report = {}
         scene.set_environment(job["environment"])
         scene.set_object(job["object"])
         scene.frame_object()
@@ -68,6 +69,7 @@ class JobRunner:
                 names = ", ".join(c.instance_name for c in applied)
                 raise UndoIncomplete(f"scene differs after undoing {names}: " + "; ".join(changed[:5])
                                      + (f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""))
+        output.meta["controls_report"] = dict(scene.report)
         rng = np.random.default_rng(int(job["seed"]))
         for control, values in steps:
             if isinstance(control, ImageControl):
