@@ -21,9 +21,9 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
-# The venv is rebuilt only when pyproject.toml changed since the last successful install.
+# Packages are reinstalled only when pyproject.toml or this script changed since the last success.
 stamp="$VENV/.threedb-setup"
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "import threedb.sim" 2>/dev/null; then
     exit 0
 fi
@@ -31,6 +31,11 @@ fi
 echo "setup: installing Python packages into $VENV (first time: a few minutes)"
 # (this machine's pip config names local indexes that may not exist: drop those warnings only)
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+# ImageNet-C corruptions: without its declared deps (they name the GUI opencv-python, a second cv2
+# needing numpy>=2); its real runtime deps are in pyproject.toml. threedb.controls.image.imagenet_c
+# adapts it (it imports pkg_resources, gone from setuptools>=81, and some corruptions need fixes).
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "imagecorruptions==1.1.2" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 "$VENV/bin/python" -c "import threedb.sim, bpy, torch, open3d" # fail here, not later, if anything is missing
 echo "$want" > "$stamp"

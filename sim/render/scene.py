@@ -273,6 +273,7 @@ class RenderScene:
     def frame_object(self, direction: tuple[float, float, float] = DEFAULT_VIEW, zoom: float = 1.0) -> None:
         """Point the camera at the object from ``direction``, at the distance where its bounding
         sphere just fits the frame, divided by ``zoom`` (> 1 comes closer)."""
+        bpy.context.view_layer.update()  # matrix_world of a just-moved root is stale until an update
         d = Vector(direction)
         if d.length < 1e-9:
             d = Vector(DEFAULT_VIEW)

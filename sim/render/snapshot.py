@@ -12,6 +12,7 @@ from typing import Any
 import bpy
 
 _DIGITS = 5
+_RENDER_IMAGES = frozenset({"Render Result", "Viewer Node"})
 
 
 def _value(v: Any) -> Any:
@@ -78,6 +79,11 @@ def scene_snapshot(scene: Any = None) -> dict[str, Any]:
         "world": {"name": scene.world.name if scene.world else None,
                   "tree": _node_tree(scene.world.node_tree) if scene.world else None},
         "images": sorted(i.name for i in bpy.data.images if i.users and i.name != "Render Result"),
+        # Counts catch data a control unlinked from the scene but left behind in bpy.data.
+        # ('Render Result' and 'Viewer Node' images come and go with rendering itself.)
+        "datablocks": {kind: sum(1 for d in getattr(bpy.data, kind) if d.name not in _RENDER_IMAGES)
+                       for kind in ("objects", "meshes", "lights", "cameras", "materials", "images",
+                                    "node_groups", "textures", "worlds")},
         "render": {"resolution": (render.resolution_x, render.resolution_y), "film_transparent": render.film_transparent,
                    "samples": cycles.samples, "denoise": cycles.use_denoising,
                    "denoiser": cycles.denoiser if cycles.use_denoising else None,
