@@ -139,6 +139,7 @@ def load_control_class(entry: Mapping[str, Any], base_dir: Path) -> tuple[type[C
         ref = f"{module}:{attr}" if attr else module
         return _import_ref(ref), ref
     name = str(entry.get("type"))
+    name = LEGACY_ALIASES.get(name, name)
     known = available_controls()
     if name not in known:
         raise LookupError(f"unknown control {name!r}{closest_name(name, list(known))};"

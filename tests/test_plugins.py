@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SMALL
 from threedb.controls.registry import available_controls, resolve_control
 from threedb.sim.config import load_config
 from threedb.sim.errors import ConfigError
+from threedb.sim.render.process import RenderProcess, fast_scratch_dir
 
 PLUGIN = textwrap.dedent('''
     from threedb.controls import Param, SceneControl
@@ -51,14 +52,16 @@ def test_example_plugin_config_renders_with_named_instances(tmp_path):
     assert all(-30 <= r["controls"]["tilt"]["angle"] <= 30 for r in records)
 
 
-def test_module_plugin_loads_and_renders(tmp_path, monkeypatch, worker, job_for):
+def test_module_plugin_loads_and_renders(tmp_path, monkeypatch, job_for):
     (tmp_path / "my_nudge.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = resolve_control({"module": "my_nudge", "dx": [-0.5, 0.5]}, key="controls[0]", file="x.yaml",
                            base_dir=tmp_path)
     assert spec.kind == "nudge" and spec.ref == "my_nudge"
-    moved = worker.render(job_for("mug", "city", [(spec, {"dx": 0.3})])).passes["mask"]
-    still = worker.render(job_for("mug", "city", [(spec, {"dx": 0.0})])).passes["mask"]
+    # A worker started now inherits sys.path (the module is importable there as in a user's install).
+    with RenderProcess(SMALL, fast_scratch_dir()) as worker:
+        moved = worker.render(job_for("mug", "city", [(spec, {"dx": 0.3})])).passes["mask"]
+        still = worker.render(job_for("mug", "city", [(spec, {"dx": 0.0})])).passes["mask"]
     assert moved.nonzero()[1].mean() > still.nonzero()[1].mean() + 3  # moved right in the image
 
 
