@@ -37,8 +37,8 @@ CONTROLS: dict[str, tuple[str, list[dict]]] = {
     "liquid": ("mug", [{"type": "camera", "view_point_z": 1.5}, {"type": "liquid", "ratio_coffee": 0.8,
                                                                   "ratio_milk": 0.2, "fill_level": 0.8}]),
     "corruption": ("duck", [{"type": "corruption", "corruption_name": "frost", "severity": 3}]),
-    "depth_fog": ("duck", [{"type": "depth_fog", "density": 0.5, "start": 2.3}]),
-    "depth_defocus": ("duck", [{"type": "depth_defocus", "focus_distance": 2.35, "strength": 3.0}]),
+    "depth_fog": ("duck", [{"type": "depth_fog", "density": 0.4, "start": 3.0}]),
+    "depth_defocus": ("duck", [{"type": "depth_defocus", "focus_distance": 3.25, "strength": 3.0}]),
 }
 
 
