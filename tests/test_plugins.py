@@ -108,6 +108,7 @@ def test_a_failing_job_is_recorded_and_the_others_still_render(tmp_path):
     records = json.loads((out / "preview.json").read_text())["renders"]
     failed = [r for r in records if "error" in r]
     assert failed and len(failed) < len(records)
-    assert all("nudge refuses dx = 1" in r["error"] and r["controls"]["nudge"]["dx"] == 1.0 for r in failed)
+    assert all("control 'nudge' (controls[0]) failed in apply: RuntimeError: nudge refuses dx = 1" in r["error"]
+               and r["controls"]["nudge"]["dx"] == 1.0 for r in failed)
     assert all((out / r["files"]["rgb"]).is_file() for r in records if "error" not in r)
     assert result.returncode == 1 and "failed: " in result.stderr

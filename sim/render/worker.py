@@ -14,8 +14,9 @@ fails with :class:`UndoIncomplete` naming what changed.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -29,6 +30,21 @@ from threedb.sim.render.snapshot import scene_snapshot, snapshot_diff
 
 class UndoIncomplete(RuntimeError):
     """A job asked for ``verify_undo`` and the scene was not restored exactly."""
+
+
+class ControlFailed(RuntimeError):
+    """A control's apply or undo raised; the message names the control and its config entry."""
+
+
+@contextmanager
+def _blame(control: Control, where: str, step: str) -> Iterator[None]:
+    try:
+        yield
+    except ControlFailed:
+        raise
+    except Exception as exc:
+        raise ControlFailed(f"control {control.instance_name!r} ({where}) failed in {step}: "
+                            f"{type(exc).__name__}: {exc}") from exc
 
 
 class JobRunner:
@@ -51,27 +67,31 @@ class JobRunner:
         scene.set_environment(job["environment"])
         scene.set_object(job["object"])
         scene.frame_object()
-        steps = [(self._control(c), c.get("values", {})) for c in job.get("controls", ())]
+        steps = [(self._control(c), c.get("values", {}), c.get("where", c["name"]))
+                 for c in job.get("controls", ())]
         before = scene_snapshot(scene.scene) if job.get("verify_undo") else None
-        applied: list[SceneControl] = []
+        applied: list[tuple[SceneControl, str]] = []
         try:
-            for control, values in steps:
+            for control, values, where in steps:
                 if isinstance(control, SceneControl):
-                    control.apply(scene, values)
-                    applied.append(control)
+                    with _blame(control, where, "apply"):
+                        control.apply(scene, values)
+                    applied.append((control, where))
             output = scene.render(int(job["seed"]))
         finally:
-            for control in reversed(applied):
-                control.undo(scene)
+            for control, where in reversed(applied):
+                with _blame(control, where, "undo"):
+                    control.undo(scene)
         if before is not None:
             changed = snapshot_diff(before, scene_snapshot(scene.scene))
             if changed:
-                names = ", ".join(c.instance_name for c in applied)
+                names = ", ".join(c.instance_name for c, _ in applied)
                 raise UndoIncomplete(f"scene differs after undoing {names}: " + "; ".join(changed[:5])
                                      + (f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""))
         output.meta["controls_report"] = dict(scene.report)
         rng = np.random.default_rng(int(job["seed"]))
-        for control, values in steps:
+        for control, values, where in steps:
             if isinstance(control, ImageControl):
-                output.rgb = control.apply(output.rgb, values, output.passes, rng)
+                with _blame(control, where, "apply"):
+                    output.rgb = control.apply(output.rgb, values, output.passes, rng)
         return output
