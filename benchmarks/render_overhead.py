@@ -56,6 +56,7 @@ def bare_loop(conn, obj_path: str, hdri: str, center: list[float], poses: list[t
     sc.render.threads_mode, sc.render.threads = "FIXED", SETTINGS.threads
     sc.cycles.samples = SETTINGS.samples
     sc.cycles.use_denoising = False
+    sc.view_settings.view_transform = "Standard"  # threedb's colour settings (docs/rendering.md)
     layer = sc.view_layers[0]
     layer.use_pass_z = layer.use_pass_uv = layer.use_pass_object_index = layer.use_pass_environment = True
     sc.render.image_settings.media_type = "MULTI_LAYER_IMAGE"
@@ -68,6 +69,7 @@ def bare_loop(conn, obj_path: str, hdri: str, center: list[float], poses: list[t
     obj.pass_index = 1
     _add_spherical_uv(obj.data)  # same mesh data as threedb renders (the mug has no UV map of its own)
     cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    cam.data.clip_start, cam.data.clip_end = 0.01, 1000.0  # as threedb's camera
     sc.collection.objects.link(cam)
     sc.camera = cam
     world = bpy.data.worlds.new("w")
