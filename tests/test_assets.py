@@ -119,10 +119,47 @@ def test_unreadable_environments_are_rejected(tmp_path, suffix):
 
 def test_unknown_names_get_a_suggestion():
     catalog = load_catalog()
-    with pytest.raises(AssetError, match="did you mean 'teddy'"):
+    with pytest.raises(AssetError, match="did you mean 'teddy'") as info:
         catalog.select_objects(["tedy"])
+    assert "default_pack.yaml" in str(info.value) and "available: bunny" in str(info.value)
     with pytest.raises(AssetError, match="did you mean 'sunset'"):
         catalog.select_environments(["sunsett"])
+
+
+def test_a_single_name_selects_one_asset_and_duplicates_count_once():
+    catalog = load_catalog()
+    assert [a.uid for a in catalog.select_objects("mug")] == ["mug"]
+    assert [a.uid for a in catalog.select_objects(["duck", "mug", "duck"])] == ["duck", "mug"]
+    assert [e.name for e in catalog.select_environments("studio")] == ["studio"]
+
+
+def test_bunny_sits_upright():
+    # The Stanford bunny is Y-up: read as Z-up it would stand on its back with its nose up.
+    bunny = load_catalog().objects["bunny"]
+    assert bunny.up_axis == "Y"
+    raw = trimesh.load(bunny.path, force="mesh").extents
+    assert check_mesh(bunny).extents == pytest.approx((raw[0], raw[2], raw[1]))
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("cupp: {class_name: cup}", "objects.cupp: no such object file \\(did you mean 'cup'"),
+    ("cup: {up_axis: X}", "objects.cup.up_axis: 'X' is not Z or Y"),
+    ("cup: {colour: red}", "objects.cup: unexpected \\['colour'\\]"),
+    ("ball: {up_axis: Z}", "glTF files are always Y-up"),
+])
+def test_index_yaml_mistakes_are_named(tmp_path, entry, message):
+    root = make_root(tmp_path)
+    trimesh.creation.cylinder(radius=0.3, height=1).export(root / "objects" / "cup.obj")
+    (root / "index.yaml").write_text(f"objects:\n  {entry}\n")
+    with pytest.raises(AssetError, match=message) as info:
+        load_catalog(root)
+    assert str(root / "index.yaml") in str(info.value)
+
+
+def test_index_yaml_up_axis_is_case_insensitive(tmp_path):
+    root = make_root(tmp_path)
+    (root / "index.yaml").write_text("objects:\n  brick: {up_axis: y}\n")
+    assert load_catalog(root).objects["brick"].up_axis == "Y"
 
 
 def test_asset_modules_do_not_import_bpy():

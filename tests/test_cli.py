@@ -156,3 +156,40 @@ def test_blend_and_gltf_objects_render_normalised(tmp_path, layout):
     assert abs(rows.mean() - 32) < 10 and abs(cols.mean() - 32) < 10
     record = json.loads((out / "preview.json").read_text())["renders"][0]
     assert np.abs(np.array(record["object_to_world"])[:3, 3]).max() < 1e-6
+
+
+MAKE_BLEND_ENVIRONMENT = """
+import bpy, sys
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.mesh.primitive_plane_add(size=40, location=(0, 0, -0.6))      # a floor under the object
+bpy.ops.object.light_add(type="SUN", location=(0, 0, 5))
+bpy.context.active_object.data.energy = 3.0
+bpy.ops.object.camera_add(location=(9, 9, 9))                          # cameras are not appended
+world = bpy.data.worlds.new("sky")   # worlds use nodes in Blender 5.0; world.color is viewport-only
+world.node_tree.nodes["Background"].inputs["Color"].default_value = (0.2, 0.3, 0.8, 1.0)
+bpy.context.scene.world = world
+bpy.ops.wm.save_as_mainfile(filepath=sys.argv[1])
+"""
+
+
+def test_blend_environment_renders_its_scenery_around_the_object(tmp_path):
+    import cv2
+    root = user_root(tmp_path)
+    subprocess.run([sys.executable, "-c", MAKE_BLEND_ENVIRONMENT, str(root / "environments" / "room.blend")],
+                   check=True, capture_output=True)
+    config = write_config(tmp_path, assets={"root": str(root), "objects": ["box"], "environments": ["room", "grey"]},
+                          render={"resolution": 64, "samples": 4, "passes": ["mask"]})
+    out = tmp_path / "out"
+    result = threedb("render", str(config), "--out", str(out), "-n", "2")
+    assert result.returncode == 0, result.stderr
+    records = {r["environment"]: r for r in json.loads((out / "preview.json").read_text())["renders"]}
+    room = cv2.imread(str(out / records["room"]["files"]["rgb"]))
+    grey = cv2.imread(str(out / records["grey"]["files"]["rgb"]))
+    room_mask = cv2.imread(str(out / records["room"]["files"]["mask"]), cv2.IMREAD_GRAYSCALE) > 0
+    grey_mask = cv2.imread(str(out / records["grey"]["files"]["mask"]), cv2.IMREAD_GRAYSCALE) > 0
+    # The floor is scenery (instance 0), so the mask is the object's alone, the same in both.
+    assert np.array_equal(room_mask, grey_mask)
+    # Below the object the floor is seen; above it, the .blend world's blue sky instead of the grey HDRI.
+    assert np.abs(room[~room_mask].astype(int) - grey[~grey_mask].astype(int)).mean() > 10
+    top = room[:6].reshape(-1, 3).mean(axis=0)  # BGR
+    assert top[0] > top[2]  # bluish sky

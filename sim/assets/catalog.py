@@ -68,12 +68,15 @@ class AssetCatalog:
 
 
 def _select(items: dict[str, Any], names: Sequence[str] | str, what: str, root: str) -> list[Any]:
+    root = str(DEFAULT_PACK) if root == "default" else root  # errors name a file or folder
     if names == "all":
         if not items:
             raise AssetError(root, f"the asset root has no {what}s")
         return [items[k] for k in sorted(items)]
+    if isinstance(names, str):
+        names = [names]  # one name, not its characters
     chosen = []
-    for name in names:
+    for name in dict.fromkeys(names):  # in the order given, duplicates once
         if name not in items:
             raise AssetError(root, f"unknown {what} {name!r}{closest_name(name, list(items))};"
                                    f" available: {', '.join(sorted(items)) or 'none'}")
@@ -138,6 +141,33 @@ def _files(folder: Path, formats: Sequence[str]) -> dict[str, Path]:
     return found
 
 
+_INDEX_KEYS = {"class_name", "up_axis", "axis_scale", "licence", "source"}
+
+
+def _index_objects(index_path: Path, index: Any, found: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """The ``objects:`` entries of ``index.yaml``, checked: known uids and keys, up axis Z or Y."""
+    if not isinstance(index, dict) or not isinstance(index.get("objects", {}) or {}, dict):
+        raise AssetError(index_path, "expected a mapping 'objects: {uid: {class_name, up_axis, ...}}'")
+    meta: dict[str, dict[str, Any]] = {}
+    for uid, entry in (index.get("objects") or {}).items():
+        uid, entry = str(uid), entry or {}
+        if uid not in found:
+            raise AssetError(index_path, f"objects.{uid}: no such object file{closest_name(uid, list(found))};"
+                                         f" found: {', '.join(sorted(found)) or 'none'}")
+        if not isinstance(entry, dict) or set(entry) - _INDEX_KEYS:
+            bad = sorted(set(entry) - _INDEX_KEYS) if isinstance(entry, dict) else entry
+            raise AssetError(index_path, f"objects.{uid}: unexpected {bad!r}; keys: {', '.join(sorted(_INDEX_KEYS))}")
+        if "up_axis" in entry:
+            axis = str(entry["up_axis"]).upper()
+            if axis not in ("Z", "Y"):
+                raise AssetError(index_path, f"objects.{uid}.up_axis: {entry['up_axis']!r} is not Z or Y")
+            if axis == "Z" and found[uid].suffix.lower() in (".glb", ".gltf"):
+                raise AssetError(index_path, f"objects.{uid}.up_axis: glTF files are always Y-up")
+            entry = {**entry, "up_axis": axis}
+        meta[uid] = entry
+    return meta
+
+
 def _load_user_root(root: Path) -> AssetCatalog:
     if not root.is_dir():
         raise AssetError(root, "asset root folder does not exist" if not root.exists() else "is not a folder")
@@ -153,11 +183,12 @@ def _load_user_root(root: Path) -> AssetCatalog:
         index = yaml.safe_load(index_path.read_text()) or {} if index_path.is_file() else {}
     except yaml.YAMLError as exc:
         raise AssetError(index_path, f"not valid YAML: {exc}") from None
-    meta = index.get("objects", {}) if isinstance(index, dict) else {}
+    found = _files(mesh_dir, MESH_FORMATS)
+    meta = _index_objects(index_path, index, found)
     objects = {}
-    for uid, path in _files(mesh_dir, MESH_FORMATS).items():
+    for uid, path in found.items():
         fmt = path.suffix[1:].lower()
-        entry = meta.get(uid, {}) or {}
+        entry = meta.get(uid, {})
         objects[uid] = ObjectAsset(uid=uid, path=path, class_name=str(entry.get("class_name", uid)), format=fmt,
                                    up_axis=str(entry.get("up_axis", "Y" if fmt in ("glb", "gltf") else "Z")),
                                    axis_scale=tuple(entry.get("axis_scale", (1.0, 1.0, 1.0))),

@@ -129,7 +129,8 @@ class RenderScene:
 
     def _make_world(self) -> None:
         world = bpy.data.worlds.new("threedb_world")
-        self.scene.world = world
+        self.scene.world = self.hdri_world = world
+        self.blend_environment = None
         world.use_nodes = True
         nodes, links = world.node_tree.nodes, world.node_tree.links
         nodes.clear()
@@ -158,20 +159,67 @@ class RenderScene:
 
     # ----------------------------------------------------------------- assets
     def set_environment(self, env: Mapping[str, Any]) -> None:
-        """Show environment ``env`` ({name, path, kind}); a no-op if it is already loaded."""
+        """Show environment ``env`` ({name, path, kind}); a no-op if it is already loaded.
+
+        ``kind='hdri'``: the image lights the scene and is seen behind the object. ``kind='blend'``:
+        every object of the .blend file except cameras is appended (instance id 0: scenery, not the
+        object) and its world, if it has one, replaces the HDRI world (a plain grey world otherwise);
+        the ``environment`` and ``background`` controls act on the HDRI world only.
+        """
         key = str(env["path"])
         if key == self.environment_key:
             return
-        if env.get("kind", "hdri") != "hdri":
-            raise RenderError(f"{key}: only HDRI environments are supported by this renderer so far")
-        old = self.world_texture.image
-        try:
-            self.world_texture.image = bpy.data.images.load(key, check_existing=True)
-        except RuntimeError as exc:
-            raise AssetError(key, f"Blender cannot load this environment image: {exc}") from None
-        if old is not None and old != self.world_texture.image:
-            bpy.data.images.remove(old)
+        self._remove_blend_environment()
+        if env.get("kind", "hdri") == "blend":
+            self._load_blend_environment(key)
+        else:
+            self.scene.world = self.hdri_world
+            old = self.world_texture.image
+            try:
+                self.world_texture.image = bpy.data.images.load(key, check_existing=True)
+            except RuntimeError as exc:
+                raise AssetError(key, f"Blender cannot load this environment image: {exc}") from None
+            if old is not None and old != self.world_texture.image:
+                bpy.data.images.remove(old)
         self.environment_key = key
+
+    def _load_blend_environment(self, path: str) -> None:
+        try:
+            with bpy.data.libraries.load(path, link=False) as (src, dst):
+                dst.objects = list(src.objects)
+                dst.worlds = list(src.worlds[:1])
+        except (OSError, RuntimeError) as exc:
+            raise AssetError(path, f"Blender cannot load this environment: {exc}") from None
+        collection = bpy.data.collections.new("threedb_environment")
+        self.scene.collection.children.link(collection)
+        for obj in dst.objects:
+            if obj is None:
+                continue
+            if obj.type == "CAMERA":
+                bpy.data.objects.remove(obj, do_unlink=True)
+                continue
+            obj.pass_index = 0
+            collection.objects.link(obj)
+        if dst.worlds and dst.worlds[0] is not None:
+            self.scene.world = dst.worlds[0]
+        else:
+            world = bpy.data.worlds.new("threedb_plain_world")  # node-based in Blender 5.0
+            world.node_tree.nodes["Background"].inputs["Color"].default_value = (0.05, 0.05, 0.05, 1.0)
+            self.scene.world = world
+        self.blend_environment = collection
+
+    def _remove_blend_environment(self) -> None:
+        collection = getattr(self, "blend_environment", None)
+        if collection is None:
+            return
+        for obj in list(collection.all_objects):
+            bpy.data.objects.remove(obj, do_unlink=True)
+        bpy.data.collections.remove(collection)
+        if self.scene.world is not self.hdri_world:
+            bpy.data.worlds.remove(self.scene.world)
+        self.scene.world = self.hdri_world
+        bpy.data.orphans_purge(do_local_ids=True, do_linked_ids=True, do_recursive=True)
+        self.blend_environment = None
 
     def set_object(self, spec: Mapping[str, Any]) -> None:
         """Load object ``spec`` ({uid, path, format, up_axis, axis_scale, normalization, normalize,
