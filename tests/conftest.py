@@ -50,8 +50,14 @@ def worker() -> Iterator[RenderProcess]:
         yield proc
 
 
+def datablock_probe() -> ControlSpec:
+    """The test-only control of tests/plugins/datablock_probe.py (reports Blender's data-block counts)."""
+    return resolve_control({"file": "plugins/datablock_probe.py"}, key="controls[0]", file=None,
+                           base_dir=REPO / "tests")
+
+
 def rotation(angle: float) -> tuple[ControlSpec, dict]:
     return control({"type": "orientation"}), {"rotation_z": angle}
 
 
-__all__ = ["SMALL", "control", "rotation", "math"]
+__all__ = ["SMALL", "control", "datablock_probe", "rotation", "math"]

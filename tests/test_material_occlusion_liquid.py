@@ -8,25 +8,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from conftest import control
+from conftest import control, datablock_probe
 from threedb.controls.base import SceneControl
-from threedb.controls.registry import BUILTIN_CONTROLS, import_control, resolve_control
+from threedb.controls.registry import BUILTIN_CONTROLS, import_control
 from threedb.controls.scene.material import PROCEDURAL, available_textures
 from threedb.controls.scene.occlusion import OCCLUDERS, TOLERANCE
 from threedb.sim.errors import ConfigError
 from threedb.sim.render.process import JobFailed
 
-PROBE = (
-    "from threedb.controls import SceneControl\n"
-    "class Probe(SceneControl):\n"
-    "    '''Reports how many data-blocks Blender holds.'''\n"
-    "    name = 'probe'\n"
-    "    def apply(self, scene, values):\n"
-    "        import bpy\n"
-    "        scene.report[self.instance_name] = {k: len(getattr(bpy.data, k)) for k in\n"
-    "            ('objects', 'images', 'meshes', 'materials', 'node_groups')}\n"
-    "    def undo(self, scene):\n"
-    "        pass\n")
 
 
 def render(worker, job):
@@ -192,8 +181,7 @@ def test_liquid_refuses_objects_that_are_not_open_containers(worker, job_for):
 
 # ------------------------------------------------------------------ undo and data pile-up
 def test_repeated_application_leaves_no_objects_or_data_behind(worker, job_for, tmp_path):
-    (tmp_path / "probe.py").write_text(PROBE)
-    probe = resolve_control({"file": str(tmp_path / "probe.py")}, key="controls[0]", file=None, base_dir=tmp_path)
+    probe = datablock_probe()
     mat, occ = control({"type": "material"}), control({"type": "occlusion"})
     liquid, orient = control({"type": "liquid"}), control({"type": "orientation"})
     render(worker, job_for("mug", "city", [(probe, {})]))  # a fresh worker makes its "Render Result" image

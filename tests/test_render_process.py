@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO, SMALL
+from conftest import SMALL
 from threedb.controls.registry import resolve_control
 from threedb.sim.frames import FrameError, decode, encode
 from threedb.sim.render.process import JobFailed, RenderProcess, WorkerCrashed, fast_scratch_dir

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from conftest import SMALL, control
+from conftest import SMALL, control, datablock_probe
 from threedb.controls.base import SceneControl
-from threedb.controls.registry import BUILTIN_CONTROLS, import_control, resolve_control
+from threedb.controls.registry import BUILTIN_CONTROLS, import_control
 from threedb.sim.assets import check_mesh
 from threedb.sim.render.pointcloud import object_points
 from threedb.sim.render.process import RenderProcess, fast_scratch_dir
@@ -178,20 +178,8 @@ def test_point_and_sun_lights_of_the_same_parameters_are_equally_bright(worker, 
     assert means["area"] > means["point"] * 1.3  # an area light sends all its power forward
 
 
-def test_light_twenty_times_leaves_no_lights_or_data_behind(worker, job_for, tmp_path):
-    probe_file = tmp_path / "probe.py"
-    probe_file.write_text(
-        "from threedb.controls import SceneControl\n"
-        "class Probe(SceneControl):\n"
-        "    '''Reports how many data-blocks Blender holds.'''\n"
-        "    name = 'probe'\n"
-        "    def apply(self, scene, values):\n"
-        "        import bpy\n"
-        "        scene.report[self.instance_name] = {k: len(getattr(bpy.data, k)) for k in\n"
-        "            ('objects', 'lights', 'images', 'meshes', 'materials', 'node_groups', 'worlds')}\n"
-        "    def undo(self, scene):\n"
-        "        pass\n")
-    probe = resolve_control({"file": str(probe_file)}, key="controls[0]", file=None, base_dir=tmp_path)
+def test_light_twenty_times_leaves_no_lights_or_data_behind(worker, job_for):
+    probe = datablock_probe()
     light = control({"type": "light"})
     first = render(worker, job_for("duck", "city", [(probe, {})]))
     before = first.meta["controls_report"]["probe"]

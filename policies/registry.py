@@ -1,0 +1,106 @@
+"""Finding policy classes: built-ins by name, plugins by dotted module path or entry point, and
+creating the policy a config's ``policy:`` section asks for.
+
+``policy.type`` is one of
+
+* a built-in name: ``grid``, ``random``, ``sobol``, ``halton``, ``adaptive``;
+* an installed plugin's name (entry point group ``threedb.policies``);
+* ``package.module:Class``, a :class:`~threedb.policies.base.Policy` subclass;
+* ``package.module`` alone (what the original 3DB configs give as ``policy.module``): the module's
+  ``Policy`` attribute, else its only Policy subclass defined there.
+
+Unknown names raise :class:`~threedb.sim.errors.ConfigError` at ``policy.type`` with a suggestion.
+"""
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Mapping
+
+from threedb.controls.params import closest_name
+from threedb.policies.base import SEED_OPTION, Policy, option_values
+from threedb.policies.space import SearchSpace
+from threedb.sim.errors import ConfigError
+
+ENTRY_POINT_GROUP = "threedb.policies"
+
+#: Built-in policies: config name -> "module:Class" (imported lazily).
+BUILTIN_POLICIES: dict[str, str] = {
+    "grid": "threedb.policies.grid:GridPolicy",
+    "random": "threedb.policies.random:RandomPolicy",
+    "sobol": "threedb.policies.quasi_random:SobolPolicy",
+    "halton": "threedb.policies.quasi_random:HaltonPolicy",
+    "adaptive": "threedb.policies.adaptive:AdaptivePolicy",
+}
+
+
+def available_policies() -> dict[str, str]:
+    """Every policy name usable as ``type:`` -> its reference: built-ins and installed plugins."""
+    names = dict(BUILTIN_POLICIES)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        names.setdefault(ep.name, ep.value)
+    return names
+
+
+def _import_ref(ref: str) -> type[Policy]:
+    module_name, _, attr = ref.partition(":")
+    module = importlib.import_module(module_name)
+    if attr:
+        cls = getattr(module, attr, None)
+        if cls is None:
+            raise ImportError(f"{module_name} has no attribute {attr!r}")
+    elif isinstance(getattr(module, "Policy", None), type) and module.Policy is not Policy:
+        cls = module.Policy
+    else:
+        found = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, Policy)
+                 and v.__module__ == module.__name__ and not v.__name__.startswith("_")]
+        if len(found) != 1:
+            raise ImportError(f"{module_name} defines {len(found)} policy classes; write {module_name}:Class")
+        cls = found[0]
+    if not (isinstance(cls, type) and issubclass(cls, Policy)):
+        raise ImportError(f"{ref} is not a threedb Policy subclass")
+    return cls
+
+
+def load_policy_class(kind: str, *, file: str | Path | None = None) -> type[Policy]:
+    """The class for ``policy.type`` ``kind``; ConfigError at ``policy.type`` if it cannot be found."""
+    known = available_policies()
+    if kind in known:
+        ref = known[kind]
+    elif "." in kind or ":" in kind:
+        ref = kind
+    else:
+        raise ConfigError(f"unknown policy {kind!r}{closest_name(kind, list(known))}; expected one of"
+                          f" {', '.join(known)} or a plugin 'package.module:Class'",
+                          file=file, key="policy.type", value=kind)
+    try:
+        return _import_ref(ref)
+    except Exception as exc:
+        raise ConfigError(f"cannot load policy {kind!r}: {type(exc).__name__}: {exc}",
+                          file=file, key="policy.type", value=kind) from exc
+
+
+def make_policy(config: Mapping[str, Any], space: SearchSpace, *, seed: int,
+                file: str | Path | None = None) -> Policy:
+    """Create the policy of a ``policy:`` config section (``type`` plus options) over ``space``.
+
+    ``seed`` is the experiment seed; a ``seed`` key in ``config`` takes its place.
+    """
+    if not isinstance(config, Mapping) or not isinstance(config.get("type"), str):
+        raise ConfigError("expected a mapping with 'type'", file=file, key="policy", value=config)
+    cls = load_policy_class(config["type"], file=file)
+    options = option_values(config)
+    try:
+        if options.get("seed") is not None:  # a policy-level seed replaces the experiment seed
+            seed = SEED_OPTION.check(options["seed"])
+        options.pop("seed", None)
+        return cls(space, seed=seed, **options)
+    except ConfigError as exc:
+        if exc.file is None and file is not None:
+            raise ConfigError(exc.detail, file=file, key=exc.key, value=exc.value,
+                              expected=exc.expected) from None
+        raise
+
+
+__all__ = ["BUILTIN_POLICIES", "ENTRY_POINT_GROUP", "available_policies", "load_policy_class", "make_policy"]
