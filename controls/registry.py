@@ -2,16 +2,13 @@
 and turning a config's control entry into a validated :class:`ControlSpec`."""
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Mapping
 
 from threedb.controls.base import Control
 from threedb.controls.params import Domain, Fixed, closest_name, parse_domain
+from threedb.sim import plugins
 from threedb.sim.errors import ConfigError
 
 ENTRY_POINT_GROUP = "threedb.controls"
@@ -63,61 +60,12 @@ class ControlSpec:
 
 def available_controls() -> dict[str, str]:
     """Every control name usable as ``type:`` -> its reference: built-ins and installed plugins."""
-    names = dict(BUILTIN_CONTROLS)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        names.setdefault(ep.name, ep.value)
-    return names
-
-
-def _import_ref(ref: str) -> type[Control]:
-    module_name, _, attr = ref.partition(":")
-    module = importlib.import_module(module_name)
-    return _control_class(module, attr or None, ref)
-
-
-def _control_class(module: Any, attr: str | None, ref: str) -> type[Control]:
-    if attr is None:
-        candidates = [v for v in vars(module).values()
-                      if isinstance(v, type) and issubclass(v, Control) and v.__module__ == module.__name__
-                      and v.name]
-        if "Control" in vars(module) and isinstance(module.Control, type):
-            candidates = [module.Control]
-        if len(candidates) != 1:
-            raise ImportError(f"{ref} defines {len(candidates)} control classes; name one with 'class:'")
-        cls = candidates[0]
-    else:
-        cls = getattr(module, attr, None)
-        if cls is None:
-            raise ImportError(f"{ref} has no attribute {attr!r}")
-    if not (isinstance(cls, type) and issubclass(cls, Control)):
-        raise ImportError(f"{ref} is not a threedb Control subclass")
-    return cls
-
-
-def _load_file(path: Path, attr: str | None) -> type[Control]:
-    module_name = f"threedb_plugin_{abs(hash(str(path)))}"
-    if module_name in sys.modules:
-        module = sys.modules[module_name]
-    else:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot import {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[module_name]
-            raise
-    return _control_class(module, attr, str(path))
+    return plugins.available(BUILTIN_CONTROLS, ENTRY_POINT_GROUP)
 
 
 def import_control(ref: str) -> type[Control]:
     """Import a control from the ``ref`` a :class:`ControlSpec` carries (render workers use this)."""
-    target, _, attr = ref.rpartition(":") if ref.count(":") else (ref, "", "")
-    if target.endswith(".py"):
-        return _load_file(Path(target), attr or None)
-    return _import_ref(ref)
+    return plugins.import_class(ref, Control)
 
 
 def load_control_class(entry: Mapping[str, Any], base_dir: Path) -> tuple[type[Control], str]:
@@ -127,7 +75,8 @@ def load_control_class(entry: Mapping[str, Any], base_dir: Path) -> tuple[type[C
         path = (base_dir / str(entry["file"])).resolve()
         if not path.is_file():
             raise LookupError(f"control file {path} does not exist")
-        return _load_file(path, attr), f"{path}:{attr or ''}"
+        ref = f"{path}:{attr or ''}"
+        return import_control(ref), ref
     if "module" in entry:
         module = str(entry["module"])
         short = module.rsplit(".", 1)[-1]
@@ -135,16 +84,16 @@ def load_control_class(entry: Mapping[str, Any], base_dir: Path) -> tuple[type[C
             # The original 3DB's module paths (threedb.controls.blender.camera, ...) map to our built-ins.
             short = LEGACY_ALIASES.get(short, short)
             if short in BUILTIN_CONTROLS:
-                return _import_ref(BUILTIN_CONTROLS[short]), BUILTIN_CONTROLS[short]
+                return import_control(BUILTIN_CONTROLS[short]), BUILTIN_CONTROLS[short]
         ref = f"{module}:{attr}" if attr else module
-        return _import_ref(ref), ref
+        return import_control(ref), ref
     name = str(entry.get("type"))
     name = LEGACY_ALIASES.get(name, name)
     known = available_controls()
     if name not in known:
         raise LookupError(f"unknown control {name!r}{closest_name(name, list(known))};"
                           " `threedb controls` lists the available ones")
-    return _import_ref(known[name]), known[name]
+    return import_control(known[name]), known[name]
 
 
 def resolve_control(entry: Any, *, key: str, file: str | Path | None, base_dir: Path) -> ControlSpec:

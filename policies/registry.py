@@ -13,14 +13,13 @@ Unknown names raise :class:`~threedb.sim.errors.ConfigError` at ``policy.type`` 
 """
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Mapping
 
 from threedb.controls.params import closest_name
 from threedb.policies.base import SEED_OPTION, Policy, option_values
 from threedb.policies.space import SearchSpace
+from threedb.sim import plugins
 from threedb.sim.errors import ConfigError
 
 ENTRY_POINT_GROUP = "threedb.policies"
@@ -37,30 +36,7 @@ BUILTIN_POLICIES: dict[str, str] = {
 
 def available_policies() -> dict[str, str]:
     """Every policy name usable as ``type:`` -> its reference: built-ins and installed plugins."""
-    names = dict(BUILTIN_POLICIES)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        names.setdefault(ep.name, ep.value)
-    return names
-
-
-def _import_ref(ref: str) -> type[Policy]:
-    module_name, _, attr = ref.partition(":")
-    module = importlib.import_module(module_name)
-    if attr:
-        cls = getattr(module, attr, None)
-        if cls is None:
-            raise ImportError(f"{module_name} has no attribute {attr!r}")
-    elif isinstance(getattr(module, "Policy", None), type) and module.Policy is not Policy:
-        cls = module.Policy
-    else:
-        found = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, Policy)
-                 and v.__module__ == module.__name__ and not v.__name__.startswith("_")]
-        if len(found) != 1:
-            raise ImportError(f"{module_name} defines {len(found)} policy classes; write {module_name}:Class")
-        cls = found[0]
-    if not (isinstance(cls, type) and issubclass(cls, Policy)):
-        raise ImportError(f"{ref} is not a threedb Policy subclass")
-    return cls
+    return plugins.available(BUILTIN_POLICIES, ENTRY_POINT_GROUP)
 
 
 def load_policy_class(kind: str, *, file: str | Path | None = None) -> type[Policy]:
@@ -75,7 +51,7 @@ def load_policy_class(kind: str, *, file: str | Path | None = None) -> type[Poli
                           f" {', '.join(known)} or a plugin 'package.module:Class'",
                           file=file, key="policy.type", value=kind)
     try:
-        return _import_ref(ref)
+        return plugins.import_class(ref, Policy)
     except Exception as exc:
         raise ConfigError(f"cannot load policy {kind!r}: {type(exc).__name__}: {exc}",
                           file=file, key="policy.type", value=kind) from exc
