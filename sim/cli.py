@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     controls = sub.add_parser("controls", help="list every available control with its parameters")
     controls.set_defaults(func=cmd_controls)
+
+    from threedb.sim.transport import add_keys_command  # `threedb keys`: CURVE keys for remote workers
+
+    add_keys_command(sub)
     return parser
 
 
