@@ -25,7 +25,11 @@ def test_every_python_folder_is_a_listed_package():
 def test_master_side_modules_do_not_import_bpy():
     code = ("import sys, threedb.sim.cli, threedb.sim.config, threedb.sim.assets, threedb.sim.experiment, "
             "threedb.sim.preview, threedb.policies.space, threedb.controls.scene.camera, "
-            "threedb.controls.scene.orientation; assert 'bpy' not in sys.modules, 'bpy imported'")
+            "threedb.controls.scene.orientation, threedb.controls.registry, threedb.policies.registry, "
+            "threedb.sim.store, threedb.sim.transport; "
+            "from threedb.controls.registry import BUILTIN_CONTROLS, import_control; "
+            "[import_control(ref) for ref in BUILTIN_CONTROLS.values()]; "
+            "assert 'bpy' not in sys.modules, 'bpy imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
