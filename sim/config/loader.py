@@ -34,6 +34,9 @@ PATH_KEYS: tuple[KeyPath, ...] = (
     ("policy", "file"),
     ("inference", "file"),
     ("inference", "label_map"),
+    ("inference", "weights"),
+    ("inference", "torchscript"),
+    ("inference", "onnx"),
     ("evaluation", "file"),
     ("evaluation", "args", "classmap_path"),
 )
