@@ -88,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     controls = sub.add_parser("controls", help="list every available control with its parameters")
     controls.set_defaults(func=cmd_controls)
 
+    from threedb.sim.run import evaluator_worker, local, render_worker
+
+    local.build_parser(sub.add_parser(
+        "run", help="run an experiment: render, evaluate and log (master + local workers)"))
+    render_worker.build_parser(sub.add_parser(
+        "worker", help="a render worker joining a run's master (--connect tcp://HOST:PORT)"))
+    evaluator_worker.build_parser(sub.add_parser(
+        "evaluator", help="an evaluator worker joining a run's master (--connect tcp://HOST:PORT)"))
+
     from threedb.sim.transport import add_keys_command  # `threedb keys`: CURVE keys for remote workers
 
     add_keys_command(sub)

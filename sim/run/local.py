@@ -1,0 +1,122 @@
+"""``threedb run CONFIG --out RUN_DIR``: the master plus local render and evaluator worker subprocesses.
+
+Remote workers may join too: with ``--host``/``--port`` (and CURVE keys for a non-loopback address)
+the master's address is printed, and ``threedb worker --connect tcp://HOST:PORT`` /
+``threedb evaluator --connect ...`` on other machines get jobs like the local ones.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+from threedb.sim.errors import ThreeDBError
+from threedb.sim.run.master import DEFAULT_LEASE_TIMEOUT_S, MAX_ATTEMPTS, Master
+from threedb.sim.run.progress import Progress, format_summary, summarize
+from threedb.sim.transport import MasterEndpoint
+
+log = logging.getLogger(__name__)
+
+
+def _spawn(module: str, address: str, extra: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", module, "--connect", address, *extra],
+                            stdin=subprocess.DEVNULL)
+
+
+def run(args: argparse.Namespace) -> int:
+    from threedb.sim.config import load_config, parse_override
+    from threedb.sim.experiment import prepare
+
+    overrides = dict(parse_override(item) for item in getattr(args, "set", []) or [])
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    experiment = load_config(args.config, overrides=overrides)
+    prepared = prepare(experiment)
+    endpoint = MasterEndpoint(args.host, args.port, server_secret_key=args.key,
+                              authorized_keys=args.authorized_keys)
+    children: list[tuple[str, subprocess.Popen]] = []
+    master = None
+    try:
+        master = Master(prepared, args.out, endpoint, resume=args.resume, lease_timeout_s=args.lease_timeout,
+                        max_attempts=args.max_attempts, progress=Progress(None),
+                        command=list(sys.argv))
+        master.progress = Progress(master.total, already=len(master.done))
+        address = f"tcp://{'127.0.0.1' if endpoint.host in ('*', '0.0.0.0') else endpoint.host}:{endpoint.port}"
+        print(f"[threedb run] master at {address}; {master.total} jobs, {len(master.done)} already logged",
+              file=sys.stderr, flush=True)
+        curve = ["--key", args.worker_key, "--server-key", args.server_public_key] if args.worker_key else []
+        for _ in range(args.render_workers):
+            children.append(("render", _spawn("threedb.sim.run.render_worker", address, curve)))
+        device = ["--device", args.device] if args.device else []
+        for _ in range(args.evaluators):
+            children.append(("evaluator", _spawn("threedb.sim.run.evaluator_worker", address, curve + device)))
+
+        def alive() -> str | None:
+            if not children or args.render_workers == 0 or args.evaluators == 0:
+                return None  # remote workers only: wait for them
+            for role in ("render", "evaluator"):
+                if all(p.poll() is not None for r, p in children if r == role):
+                    return f"every local {role} worker exited"
+            return None
+
+        result = master.run(alive=alive)
+        summary = summarize(args.out)
+        print(format_summary(summary), file=sys.stderr, flush=True)
+        print(json.dumps({**result, "summary": summary}))
+        return 0
+    finally:
+        if master is not None:
+            master.shutdown(grace_s=3.0)
+        deadline = time.monotonic() + 5.0
+        for _, proc in children:
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        endpoint.close()
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="threedb run", description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="experiment config (YAML)")
+    parser.add_argument("--out", required=True, help="run directory (details.log, images/, ...)")
+    parser.add_argument("--render-workers", type=int, default=1, help="local render workers (default 1)")
+    parser.add_argument("--evaluators", type=int, default=1, help="local evaluator workers (default 1)")
+    parser.add_argument("--device", default=None, help="evaluator device: auto, cpu, cuda (default: config's, else auto)")
+    parser.add_argument("--resume", action="store_true", help="continue RUN_DIR, skipping logged jobs")
+    parser.add_argument("--seed", type=int, help="override the config's seed")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (non-loopback needs CURVE keys)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind (default: any free one)")
+    parser.add_argument("--key", help="the master's CURVE secret key (.key_secret)")
+    parser.add_argument("--authorized-keys", help="folder of accepted workers' public keys")
+    parser.add_argument("--worker-key", help="local workers' CURVE secret key (with --key)")
+    parser.add_argument("--server-public-key", help="the master's public key for local workers (with --key)")
+    parser.add_argument("--lease-timeout", type=float, default=DEFAULT_LEASE_TIMEOUT_S,
+                        help=f"seconds a silent worker keeps its jobs (default {DEFAULT_LEASE_TIMEOUT_S:.0f})")
+    parser.add_argument("--max-attempts", type=int, default=MAX_ATTEMPTS,
+                        help=f"a job failing this often is recorded as failed (default {MAX_ATTEMPTS})")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ThreeDBError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""The master of a run: jobs from one policy per (environment, object) pair, leased to render workers,
+frames batched to evaluator workers, rows written to the :class:`~threedb.sim.store.RunStore`.
+
+* **Jobs.** Pairs are walked environment by environment (a worker switching HDRI re-syncs the
+  scene); a worker gets the next job of the environment it last rendered where there is one. Job id
+  ``f"{env}-{obj}-{proposal.id}"`` is stable, so a resumed run skips what ``details.log`` holds and
+  feeds the logged scores back to the policies (adaptive policies replay the same proposals).
+* **Leases.** A job handed to a render worker (or a batch to an evaluator) is leased to it; every
+  message of a worker (heartbeats every second while it renders) renews its lease. A worker silent
+  for ``lease_timeout_s`` is dropped and its job re-queued. A job that fails ``max_attempts`` times
+  (raised in the worker, or lost with its worker) is recorded with ``write_failure``.
+* **Idempotence.** The first result of a job wins; a late duplicate is dropped.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from threedb.sim.errors import ConfigError, ThreeDBError
+from threedb.sim.jobs import make_job
+from threedb.sim.run.progress import Progress
+from threedb.sim.store import RunStore, read_rows
+from threedb.sim.transport import MasterEndpoint
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_TIMEOUT_S = 10.0
+MAX_ATTEMPTS = 2
+
+
+@dataclass
+class Pair:
+    env: Any
+    obj: Any
+    policy: Any
+    outstanding: set[str] = field(default_factory=set)   #: issued, not yet recorded
+
+    @property
+    def finished(self) -> bool:
+        return self.policy.exhausted and not self.outstanding
+
+
+@dataclass
+class Worker:
+    wid: str
+    role: str
+    peer: bytes
+    last_seen: float
+    job: str | None = None                    #: render worker: the job id it holds
+    batch: list[str] = field(default_factory=list)   #: evaluator: job ids it holds
+    env: str | None = None
+
+
+class Master:
+    """Serve one run on ``endpoint``; call :meth:`run` (returns when every job is recorded)."""
+
+    def __init__(self, prepared: Any, run_dir: str | Path, endpoint: MasterEndpoint, *, resume: bool = False,
+                 lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S, max_attempts: int = MAX_ATTEMPTS,
+                 progress: Progress | None = None, command: list[str] | None = None) -> None:
+        from threedb.evaluators.base import load_evaluator
+        from threedb.evaluators.models import load_label_map
+        from threedb.policies.registry import make_policy
+
+        exp = prepared.experiment
+        self.exp = exp
+        self.endpoint = endpoint
+        self.lease_timeout_s = lease_timeout_s
+        self.max_attempts = max_attempts
+        if not exp.inference or not exp.evaluation:
+            raise ConfigError("a run needs inference: and evaluation: sections", file=exp.source,
+                              key="inference" if not exp.inference else "evaluation")
+        self.base_dir = Path(exp.source).parent
+        evaluator = load_evaluator(exp.evaluation, base_dir=self.base_dir, file=exp.source)
+        evaluator.check_objects([o.asset.uid for o in prepared.objects])
+        class_names: list[str] = []
+        if exp.inference.get("label_map"):
+            path = Path(exp.inference["label_map"])
+            class_names = load_label_map(path if path.is_absolute() else self.base_dir / path,
+                                         file=exp.source, key="inference.label_map")
+        logcfg = dict(exp.logging or {})
+        self.extra_passes = tuple(logcfg.get("extra_passes", ()))
+        self.send_passes = sorted(set(evaluator.needs) | set(self.extra_passes))
+        kwargs = dict(output_keys=evaluator.output_names(), output_type=evaluator.output_type,
+                      class_names=class_names, log_images=logcfg.get("log_images", "all"),
+                      extra_passes=self.extra_passes, config=exp.resolved, seed=exp.seed, command=command)
+        self.store = RunStore.open(run_dir, **kwargs) if resume else RunStore(run_dir, **kwargs)
+        self.logged_scores: dict[str, float] = {}
+        if resume:
+            for row in read_rows(run_dir):
+                ok = row.get("status") == "ok" and row.get("is_correct") is not None
+                self.logged_scores[str(row["id"])] = (1.0 if row["is_correct"] else 0.0) if ok else math.nan
+        self.done = self.store.done_ids()
+        self.pairs = [Pair(env, obj, make_policy(exp.policy, prepared.space, seed=exp.seed, file=exp.source))
+                      for env in prepared.environments for obj in prepared.objects]
+        totals = [p.policy.total() for p in self.pairs]
+        self.total = sum(totals) if all(t is not None for t in totals) else None
+        self.controls = exp.controls
+        self.jobs: dict[str, dict[str, Any]] = {}           # issued, not yet recorded
+        self.pair_of: dict[str, Pair] = {}
+        self.proposal_of: dict[str, str] = {}
+        self.retry: collections.deque[str] = collections.deque()
+        self.attempts: collections.Counter[str] = collections.Counter()
+        self.rendered: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}  # awaiting evaluation
+        self.eval_queue: collections.deque[str] = collections.deque()
+        self.leased: set[str] = set()
+        self.workers: dict[str, Worker] = {}
+        self.batch_size = int(exp.inference.get("batch_size") or 16)
+        self.fatal: str | None = None
+        self.progress = progress or Progress(self.total, already=len(self.done))
+        self.replayed = 0
+
+    # ------------------------------------------------------------------------------ job generation
+    def _propose(self, pair: Pair, n: int) -> list[str]:
+        """Up to ``n`` new job ids of ``pair`` (logged ones are replayed into the policy, not issued)."""
+        out: list[str] = []
+        while not pair.policy.exhausted and len(out) < n:
+            batch = pair.policy.propose(n - len(out))
+            if not batch:
+                break
+            for proposal in batch:
+                job_id = f"{pair.env.name}-{pair.obj.asset.uid}-{proposal.id}"
+                if job_id in self.done:
+                    pair.policy.observe(proposal.id, self.logged_scores.get(job_id, math.nan))
+                    self.replayed += 1
+                    continue
+                self.jobs[job_id] = make_job(job_id, self.exp.seed, pair.obj, pair.env, self.controls, proposal.values)
+                self.pair_of[job_id] = pair
+                self.proposal_of[job_id] = proposal.id
+                pair.outstanding.add(job_id)
+                out.append(job_id)
+        return out
+
+    def _next_job(self, env: str | None) -> str | None:
+        while self.retry:
+            job_id = self.retry.popleft()
+            if job_id in self.jobs and job_id not in self.leased and job_id not in self.rendered:
+                return job_id
+        pairs = sorted(self.pairs, key=lambda p: p.env.name != env)  # stable: keeps environment order
+        for pair in pairs:
+            if pair.policy.exhausted:
+                continue
+            ids = self._propose(pair, 1)
+            if ids:
+                return ids[0]
+        return None
+
+    # ---------------------------------------------------------------------------------- recording
+    def _record(self, job_id: str, outputs: dict[str, Any] | None, *, error: str | None = None,
+                rgb: Any = None, passes: Any = None, meta: dict[str, Any] | None = None) -> None:
+        job = self.jobs.pop(job_id, None)
+        if job is None:
+            return
+        report = (meta or {}).get("controls_report")
+        if outputs is None:
+            wrote = self.store.write_failure(job, error or "failed", rgb=rgb, controls_report=report)
+            score = math.nan
+        else:
+            wrote = self.store.write(job, outputs, rgb=rgb, passes=passes, controls_report=report)
+            score = 1.0 if outputs.get("is_correct") else 0.0
+        self.leased.discard(job_id)
+        pair = self.pair_of.pop(job_id)
+        pair.outstanding.discard(job_id)
+        if wrote:
+            self.done.add(job_id)
+            pair.policy.observe(self.proposal_of.pop(job_id), score)
+            self.progress.update(ok=outputs is not None)
+
+    def _attempt_failed(self, job_id: str, error: str) -> None:
+        if job_id not in self.jobs:
+            return
+        self.leased.discard(job_id)
+        self.attempts[job_id] += 1
+        if self.attempts[job_id] >= self.max_attempts:
+            log.warning("job %s failed %d times, recording it as failed: %s", job_id, self.attempts[job_id], error)
+            self._record(job_id, None, error=error)
+        else:
+            log.info("job %s failed (%s); re-queued", job_id, error)
+            self.retry.append(job_id)
+
+    # -------------------------------------------------------------------------------- messaging
+    def finished(self) -> bool:
+        return all(p.finished for p in self.pairs) and not self.jobs
+
+    def _welcome(self) -> dict[str, Any]:
+        return {"type": "welcome", "render": self.exp.render.model_dump(mode="json"),
+                "send_passes": self.send_passes, "inference": self.exp.inference,
+                "evaluation": self.exp.evaluation, "base_dir": str(self.base_dir),
+                "config_file": str(self.exp.source), "batch_size": self.batch_size,
+                "lease_timeout_s": self.lease_timeout_s}
+
+    def _reply(self, worker: Worker, header: dict[str, Any], seq: Any,
+               arrays: dict[str, np.ndarray] | None = None) -> None:
+        try:
+            self.endpoint.send(worker.peer, {**header, "seq": seq}, arrays, timeout=2.0)
+        except ThreeDBError as exc:
+            log.warning("cannot reach %s: %s", worker.wid, exc)
+
+    def _release(self, worker: Worker, count_attempt: bool, reason: str) -> None:
+        if worker.job is not None:
+            job_id, worker.job = worker.job, None
+            if count_attempt:
+                self._attempt_failed(job_id, reason)
+            elif job_id in self.jobs:
+                self.leased.discard(job_id)
+                self.retry.appendleft(job_id)
+        if worker.batch:
+            for job_id in reversed(worker.batch):
+                if job_id in self.rendered:
+                    self.eval_queue.appendleft(job_id)
+            worker.batch = []
+
+    def handle(self, peer: bytes, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        kind, wid, role = header.get("type"), header.get("wid"), header.get("role")
+        if not isinstance(wid, str) or role not in ("render", "evaluator"):
+            log.warning("dropping a %r message without a valid wid/role", kind)
+            return
+        now = time.monotonic()
+        worker = self.workers.get(wid)
+        if worker is None:
+            worker = self.workers[wid] = Worker(wid, role, peer, now)
+        worker.peer, worker.last_seen = peer, now
+        seq = header.get("seq")
+        if kind == "heartbeat":
+            return
+        if kind == "bye":
+            self._release(worker, False, "worker left")
+            del self.workers[wid]
+            return
+        if kind == "fatal":
+            self.fatal = f"{wid}: {header.get('error')}"
+            return
+        if kind == "hello":
+            self._reply(worker, self._welcome(), seq)
+            return
+        if kind == "result":
+            job_id = str(header.get("job_id"))
+            if worker.job == job_id:
+                worker.job = None
+            if job_id in self.jobs and job_id not in self.rendered and "rgb" in arrays:
+                self.leased.discard(job_id)
+                self.rendered[job_id] = (dict(header.get("meta") or {}), arrays)
+                self.eval_queue.append(job_id)
+            else:
+                log.info("dropping a duplicate result of %s from %s", job_id, wid)
+            self.progress.rendered()
+        elif kind == "failed":
+            job_id = str(header.get("job_id"))
+            if worker.job == job_id:
+                worker.job = None
+                self._attempt_failed(job_id, str(header.get("error")))
+        elif kind == "outputs":
+            for item in header.get("results", []):
+                job_id = str(item.get("job_id"))
+                if job_id in worker.batch and job_id in self.rendered:
+                    meta, frames = self.rendered.pop(job_id)
+                    rgb = frames.get("rgb")
+                    passes = {k: v for k, v in frames.items() if k != "rgb"}
+                    try:
+                        self._record(job_id, item.get("outputs") or {}, rgb=rgb, passes=passes, meta=meta)
+                    except ValueError as exc:  # outputs lacking declared keys
+                        self._record(job_id, None, error=f"bad evaluator outputs: {exc}", rgb=rgb, meta=meta)
+            worker.batch = [j for j in worker.batch if j in self.rendered]
+            self._release(worker, False, "")
+        elif kind == "eval_failed":
+            for job_id in header.get("job_ids", []):
+                if job_id in worker.batch and job_id in self.rendered:
+                    meta, frames = self.rendered.pop(job_id)
+                    self._record(job_id, None, error=f"evaluation failed: {header.get('error')}",
+                                 rgb=frames.get("rgb"), meta=meta)
+            worker.batch = []
+        elif kind != "ready":
+            log.warning("dropping an unknown %r message from %s", kind, wid)
+            return
+        # every request (ready / result / failed / outputs / eval_failed) wants the next piece of work
+        if role == "render":
+            self._release(worker, False, "")      # asking again: it holds nothing any more
+            if self.fatal or self.finished():
+                self._reply(worker, {"type": "die"}, seq)
+                return
+            job_id = self._next_job(worker.env)
+            if job_id is None:
+                self._reply(worker, {"type": "wait", "retry_s": 0.2}, seq)
+                return
+            worker.job = job_id
+            self.leased.add(job_id)
+            worker.env = self.jobs[job_id]["environment"]["name"]
+            self._reply(worker, {"type": "job", "job": self.jobs[job_id]}, seq)
+        else:
+            self._release(worker, False, "")
+            if self.fatal or self.finished():
+                self._reply(worker, {"type": "die"}, seq)
+                return
+            n = int(header.get("batch_size") or self.batch_size)
+            batch: list[str] = []
+            while self.eval_queue and len(batch) < n:
+                job_id = self.eval_queue.popleft()
+                if job_id in self.rendered and job_id not in batch:
+                    batch.append(job_id)
+            if not batch:
+                self._reply(worker, {"type": "wait", "retry_s": 0.05}, seq)
+                return
+            worker.batch = batch
+            items, out = [], {}
+            for i, job_id in enumerate(batch):
+                meta, frames = self.rendered[job_id]
+                job = self.jobs[job_id]
+                items.append({"job_id": job_id, "object_uid": job["object"]["uid"],
+                              "meta": {"id": job_id, "environment": job["environment"]["name"]}})
+                for name, array in frames.items():
+                    out[f"{i}/{name}"] = array
+            self._reply(worker, {"type": "batch", "items": items}, seq, out)
+
+    def check_leases(self) -> None:
+        now = time.monotonic()
+        for wid, worker in list(self.workers.items()):
+            if now - worker.last_seen > self.lease_timeout_s:
+                log.warning("worker %s silent for %.1f s: dropping it and re-issuing its work",
+                            wid, now - worker.last_seen)
+                self._release(worker, True, f"lost with worker {wid} (silent > {self.lease_timeout_s:.0f} s)")
+                del self.workers[wid]
+
+    def run(self, *, alive: Callable[[], str | None] | None = None, poll_s: float = 0.2) -> dict[str, Any]:
+        """Serve until every job is recorded. ``alive()`` may return a reason to abort (e.g. no workers left)."""
+        last_lease_check = time.monotonic()
+        while not self.finished():
+            if self.fatal:
+                raise ThreeDBError(f"run aborted: {self.fatal}")
+            got = self.endpoint.recv(timeout=poll_s)
+            if got is not None:
+                self.handle(*got)
+            now = time.monotonic()
+            if now - last_lease_check > 0.5:
+                last_lease_check = now
+                self.check_leases()
+                self.progress.tick()
+                if alive is not None:
+                    reason = alive()
+                    if reason:
+                        raise ThreeDBError(f"run aborted: {reason}")
+        self.progress.tick(force=True)
+        return {"done": len(self.store.done_ids()), "failed": len(self.store.failed_ids()),
+                "rejected": self.endpoint.rejected, "replayed": self.replayed}
+
+    def shutdown(self, grace_s: float = 2.0) -> None:
+        """Tell every known worker to stop (answering their requests with ``die`` for ``grace_s``)."""
+        deadline = time.monotonic() + grace_s
+        for worker in self.workers.values():
+            self._reply(worker, {"type": "die"}, None)
+        while self.workers and time.monotonic() < deadline:
+            got = self.endpoint.recv(timeout=0.1)
+            if got is None:
+                continue
+            peer, header, _ = got
+            wid = header.get("wid")
+            if header.get("type") == "bye":
+                self.workers.pop(wid, None)
+            else:
+                try:
+                    self.endpoint.send(peer, {"type": "die", "seq": header.get("seq")}, timeout=0.5)
+                except ThreeDBError:
+                    pass
+        self.store.close()

@@ -1,0 +1,159 @@
+"""End-to-end runs: real Blender renders (32 px, 1 sample), real sockets, a tiny CNN on the CPU."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_config(tmp: Path, *, fail_control: bool = False) -> Path:
+    import torch
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from tiny_net import TinyNet
+
+    torch.manual_seed(0)
+    torch.save(TinyNet().state_dict(), tmp / "tiny.pt")
+    (tmp / "classes.json").write_text(json.dumps(["mug", "duck", "other"]))
+    (tmp / "map.json").write_text(json.dumps({"mug": 0, "duck": 1}))
+    controls: list = [{"type": "orientation", "rotation_z": [-3.0, 3.0]}]
+    if fail_control:
+        controls.append({"file": str(REPO / "tests" / "plugins" / "always_fails.py"), "fail": [0, 1]})
+    config = {
+        "seed": 0,
+        "assets": {"root": "default", "objects": ["mug", "duck"], "environments": ["city"]},
+        "render": {"resolution": 32, "samples": 1, "passes": ["mask"], "threads": 1},
+        "controls": controls,
+        "policy": {"type": "grid", "samples_per_dim": 2 if fail_control else 4},
+        "inference": {"file": str(REPO / "tests" / "tiny_net.py"), "class": "TinyNet", "weights": "tiny.pt",
+                      "resolution": [32, 32], "label_map": "classes.json", "device": "cpu",
+                      "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}},
+        "evaluation": {"type": "classification", "args": {"classmap_path": "map.json"}},
+    }
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start(config: Path, out: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "threedb.sim.run.local", str(config), "--out", str(out),
+                             "--lease-timeout", "3", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> dict:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"run hung:\n{err[-3000:]}")
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def ids(run_dir: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in (run_dir / "details.log").read_text().splitlines()]
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "details.log").read_text().splitlines()]
+
+
+def expected_ids(n: int) -> set[str]:
+    return {f"city-{obj}-p{i:06d}" for obj in ("mug", "duck") for i in range(n)}
+
+
+def wait_for_lines(run_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    path = run_dir / "details.log"
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.1)
+    pytest.fail("no progress")
+
+
+def test_run_two_workers_rejects_pickle(tmp_path):
+    import pickle
+
+    import zmq
+
+    config = write_config(tmp_path)
+    out = tmp_path / "run"
+    proc = start(config, out, "--render-workers", "2", "--evaluators", "1")
+    # find the master's port in its first stderr line, then throw a pickle at it
+    line = proc.stderr.readline()
+    address = line.split("master at ")[1].split(";")[0]
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    sock.send(pickle.dumps({"type": "hello", "wid": "evil", "role": "render"}))
+    result = finish(proc)
+    sock.close()
+    ctx.term()
+    got = ids(out)
+    assert sorted(got) == sorted(expected_ids(4)) and len(got) == len(set(got)) == 8
+    assert result["rejected"] >= 1 and result["failed"] == 0
+    assert all(r["status"] == "ok" and r["prediction"] for r in rows(out))
+    assert len(list((out / "images").glob("*_rgb.png"))) == 8
+    assert result["summary"]["overall"]["jobs"] == 8
+
+
+def test_killed_render_worker_jobs_reissued(tmp_path):
+    config = write_config(tmp_path)
+    out = tmp_path / "run"
+    proc = start(config, out, "--render-workers", "2", "--evaluators", "1")
+    wait_for_lines(out, 1, proc)
+    workers = subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "threedb.sim.run.render_worker"],
+                             capture_output=True, text=True).stdout.split()
+    assert workers
+    os.kill(int(workers[0]), signal.SIGKILL)
+    finish(proc)
+    got = ids(out)
+    assert sorted(got) == sorted(expected_ids(4)) and len(got) == len(set(got))
+
+
+def fail_value(row: dict) -> int:
+    (value,) = [v for k, v in row["render_args"].items() if k.endswith(".fail")]
+    return value
+
+
+def test_failing_control_recorded(tmp_path):
+    config = write_config(tmp_path, fail_control=True)
+    out = tmp_path / "run"
+    result = finish(start(config, out, "--render-workers", "1", "--evaluators", "1"))
+    by_id = {r["id"]: r for r in rows(out)}
+    assert set(by_id) == expected_ids(4)
+    failed = {i for i, r in by_id.items() if r["status"] == "failed"}
+    assert failed == {i for i, r in by_id.items() if fail_value(r) == 1}
+    assert len(failed) == 4 == result["failed"]
+    assert all("fail=1" in by_id[i]["error"] for i in failed)
+
+
+def test_resume_after_killing_the_run(tmp_path):
+    config = write_config(tmp_path)
+    out = tmp_path / "run"
+    proc = start(config, out, "--render-workers", "1", "--evaluators", "1")
+    wait_for_lines(out, 3, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = ids(out)
+    assert 3 <= len(before) < 8
+    result = finish(start(config, out, "--render-workers", "1", "--evaluators", "1", "--resume"))
+    after = ids(out)
+    assert after[:len(before)] == before
+    assert sorted(after) == sorted(expected_ids(4)) and len(after) == len(set(after))
+    assert result["replayed"] == len(before)
