@@ -87,6 +87,20 @@ class Evaluator(ABC):
     def output_names(self) -> list[str]:
         return [o.name for o in self.declare_outputs()]
 
+    def load_classmap(self, classmap_path: str | Path | None, classmap: Any, base_dir: str | Path | None) -> None:
+        """Set ``classmap`` ({model_uid: [int]}) and ``classmap_source`` from a JSON file (relative to
+        ``base_dir``) or an inline mapping; both None leaves ``classmap`` None."""
+        self.classmap, self.classmap_source = None, None
+        if classmap_path is not None:
+            path = Path(classmap_path)
+            if not path.is_absolute() and base_dir is not None:
+                path = Path(base_dir) / path
+            self.classmap_source = str(path)
+            self.classmap = load_class_map(path, key=f"{self.args_key}.classmap_path")
+        elif classmap is not None:
+            self.classmap_source = "evaluation.args.classmap"
+            self.classmap = parse_class_map(classmap, source=self.classmap_source, key=f"{self.args_key}.classmap")
+
     def arg_error(self, name: str, message: str, value: Any = None, expected: str | None = None) -> ConfigError:
         return ConfigError(message, file=self.config_file, key=f"{self.args_key}.{name}", value=value,
                            expected=expected)

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from threedb.evaluators.base import Evaluator, OutputSpec, load_class_map, object_uid, parse_class_map
+from threedb.evaluators.base import Evaluator, OutputSpec, object_uid
 from threedb.sim.errors import ConfigError
 
 
@@ -30,15 +30,7 @@ class ClassificationEvaluator(Evaluator):
         if (classmap_path is None) == (classmap is None):
             raise self.arg_error("classmap_path", "give exactly one of classmap_path (a JSON file) or classmap",
                                  classmap_path, "{model_uid: int | [int]}")
-        if classmap_path is not None:
-            path = Path(classmap_path)
-            if not path.is_absolute() and base_dir is not None:
-                path = Path(base_dir) / path
-            self.classmap_source = str(path)
-            self.classmap = load_class_map(path, key=f"{self.args_key}.classmap_path")
-        else:
-            self.classmap_source = "evaluation.args.classmap"
-            self.classmap = parse_class_map(classmap, source=self.classmap_source, key=f"{self.args_key}.classmap")
+        self.load_classmap(classmap_path, classmap, base_dir)
         self.num_classes: int | None = None
 
     def declare_outputs(self) -> list[OutputSpec]:

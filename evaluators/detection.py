@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms, box_iou
 
-from threedb.evaluators.base import Evaluator, OutputSpec, load_class_map, object_uid, parse_class_map
+from threedb.evaluators.base import Evaluator, OutputSpec, object_uid
 from threedb.sim.errors import ConfigError
 
 
@@ -84,17 +84,7 @@ class DetectionEvaluator(Evaluator):
             raise self.arg_error("classmap_path", "give classmap_path or classmap, not both", classmap_path)
         self.iou_threshold, self.score_threshold = float(iou_threshold), float(score_threshold)
         self.nms_threshold, self.max_num_boxes = nms_threshold, max_num_boxes
-        self.classmap: dict[str, list[int]] | None = None
-        self.classmap_source = None
-        if classmap_path is not None:
-            path = Path(classmap_path)
-            if not path.is_absolute() and base_dir is not None:
-                path = Path(base_dir) / path
-            self.classmap_source = str(path)
-            self.classmap = load_class_map(path, key=f"{self.args_key}.classmap_path")
-        elif classmap is not None:
-            self.classmap_source = "evaluation.args.classmap"
-            self.classmap = parse_class_map(classmap, source=self.classmap_source, key=f"{self.args_key}.classmap")
+        self.load_classmap(classmap_path, classmap, base_dir)
         self.input_size: tuple[int, int] | None = None
 
     def declare_outputs(self) -> list[OutputSpec]:

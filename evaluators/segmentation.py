@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from threedb.evaluators.base import Evaluator, OutputSpec, load_class_map, object_uid, parse_class_map
+from threedb.evaluators.base import Evaluator, OutputSpec, object_uid
 
 
 def iou(pred: np.ndarray, target: np.ndarray) -> float:
@@ -47,17 +47,7 @@ class SegmentationEvaluator(Evaluator):
             raise self.arg_error("background_class", "background_class must be a class index", background_class)
         self.background_class, self.iou_threshold = background_class, float(iou_threshold)
         self.logit_threshold = float(logit_threshold)
-        self.classmap: dict[str, list[int]] | None = None
-        self.classmap_source = None
-        if classmap_path is not None:
-            path = Path(classmap_path)
-            if not path.is_absolute() and base_dir is not None:
-                path = Path(base_dir) / path
-            self.classmap_source = str(path)
-            self.classmap = load_class_map(path, key=f"{self.args_key}.classmap_path")
-        elif classmap is not None:
-            self.classmap_source = "evaluation.args.classmap"
-            self.classmap = parse_class_map(classmap, source=self.classmap_source, key=f"{self.args_key}.classmap")
+        self.load_classmap(classmap_path, classmap, base_dir)
 
     def declare_outputs(self) -> list[OutputSpec]:
         names = ("iou", "iou_class", "iou_background", "mean_iou", "pixel_accuracy")

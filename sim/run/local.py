@@ -14,7 +14,6 @@ import sys
 import time
 from typing import Sequence
 
-from threedb.sim.errors import ThreeDBError
 from threedb.sim.run.master import DEFAULT_LEASE_TIMEOUT_S, MAX_ATTEMPTS, Master
 from threedb.sim.run.progress import Progress, format_summary, summarize
 from threedb.sim.transport import MasterEndpoint
@@ -107,15 +106,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except ThreeDBError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    from threedb.sim.cli import run_guarded
+
+    return run_guarded(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
