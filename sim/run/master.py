@@ -112,6 +112,8 @@ class Master:
         self.leased: set[str] = set()
         self.workers: dict[str, Worker] = {}
         self.batch_size = int(exp.inference.get("batch_size") or 16)
+        #: Renders held for evaluation at most; beyond it render workers wait (bounded memory).
+        self.max_rendered = max(4 * self.batch_size, 32)
         self.fatal: str | None = None
         self.progress = progress or Progress(self.total, already=len(self.done))
         self.replayed = 0
@@ -283,6 +285,9 @@ class Master:
             self._release(worker, False, "")      # asking again: it holds nothing any more
             if self.fatal or self.finished():
                 self._reply(worker, {"type": "die"}, seq)
+                return
+            if len(self.rendered) >= self.max_rendered:  # evaluators are behind: back-pressure
+                self._reply(worker, {"type": "wait", "retry_s": 0.1}, seq)
                 return
             job_id = self._next_job(worker.env)
             if job_id is None:
