@@ -17,6 +17,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/render_overhead.py
+	$(PY) benchmarks/pipeline_efficiency.py
 
 clean:
 	rm -rf previews .pytest_cache
