@@ -82,7 +82,20 @@ class Evaluator(ABC):
         """Called once with the loaded model before evaluating (checks against its classes, resolution)."""
 
     def check_objects(self, uids: Sequence[str]) -> None:
-        """Called once with every object uid of the run; raise :class:`ConfigError` for unusable ones."""
+        """Called once with every object uid of the run; raise :class:`ConfigError` for unusable ones.
+
+        The default: with a class map, every object needs an entry in it.
+        """
+        classmap = getattr(self, "classmap", None)
+        if classmap is None:
+            return
+        missing = [str(u) for u in uids if str(u) not in classmap]
+        if missing:
+            raise ConfigError(f"object uid {missing[0]!r} is not in the class map {self.classmap_source}"
+                              + (f" (nor {missing[1:5]})" if len(missing) > 1 else "")
+                              + "; add it with its acceptable class indices",
+                              file=self.config_file, key=f"{self.args_key}.classmap_path", value=missing[0],
+                              expected=f"an entry for every object: {sorted(classmap)[:5]}...")
 
     def output_names(self) -> list[str]:
         return [o.name for o in self.declare_outputs()]

@@ -16,7 +16,6 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from threedb.evaluators.base import Evaluator, OutputSpec, object_uid
-from threedb.sim.errors import ConfigError
 
 
 class ClassificationEvaluator(Evaluator):
@@ -37,14 +36,6 @@ class ClassificationEvaluator(Evaluator):
         return [OutputSpec("is_correct", (), "bool"), OutputSpec("loss", (), "float32"),
                 OutputSpec("prediction", (self.topk,), "int64")]
 
-    def check_objects(self, uids: Sequence[str]) -> None:
-        missing = [str(u) for u in uids if str(u) not in self.classmap]
-        if missing:
-            raise ConfigError(f"object uid {missing[0]!r} is not in the class map {self.classmap_source}"
-                              + (f" (nor {missing[1:5]})" if len(missing) > 1 else "")
-                              + "; add it with its acceptable class indices",
-                              file=self.config_file, key=f"{self.args_key}.classmap_path", value=missing[0],
-                              expected=f"an entry for every object: {sorted(self.classmap)[:5]}...")
 
     def setup(self, model: Any) -> None:
         n = getattr(model, "num_classes", None)

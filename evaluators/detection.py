@@ -31,7 +31,6 @@ import torch
 from torchvision.ops import batched_nms, box_iou
 
 from threedb.evaluators.base import Evaluator, OutputSpec, object_uid
-from threedb.sim.errors import ConfigError
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray | None:
@@ -98,14 +97,6 @@ class DetectionEvaluator(Evaluator):
         if pre is not None and pre.resolution is not None:
             self.input_size = tuple(pre.resolution)
 
-    def check_objects(self, uids: Sequence[str]) -> None:
-        if self.classmap is None:
-            return
-        missing = [str(u) for u in uids if str(u) not in self.classmap]
-        if missing:
-            raise ConfigError(f"object uid {missing[0]!r} is not in the class map {self.classmap_source}",
-                              file=self.config_file, key=f"{self.args_key}.classmap_path", value=missing[0],
-                              expected="an entry for every object")
 
     def _predictions(self, out: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if isinstance(out, Mapping):

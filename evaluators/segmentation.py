@@ -54,14 +54,6 @@ class SegmentationEvaluator(Evaluator):
         return ([OutputSpec("is_correct", (), "bool")] + [OutputSpec(n, (), "float32") for n in names]
                 + [OutputSpec("prediction", (1,), "int64")])
 
-    def check_objects(self, uids: Sequence[str]) -> None:
-        if self.classmap is None:
-            return
-        from threedb.sim.errors import ConfigError
-        missing = [str(u) for u in uids if str(u) not in self.classmap]
-        if missing:
-            raise ConfigError(f"object uid {missing[0]!r} is not in the class map {self.classmap_source}",
-                              file=self.config_file, key=f"{self.args_key}.classmap_path", value=missing[0])
 
     def evaluate(self, batch_outputs: Any, jobs_meta: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         out = batch_outputs["out"] if isinstance(batch_outputs, Mapping) else batch_outputs

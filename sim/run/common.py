@@ -8,7 +8,7 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -95,3 +95,10 @@ class Connection:
         except Exception:
             pass
         self.endpoint.close()
+
+
+def worker_main(build_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None) -> int:
+    """Entry point of a worker module (``python -m threedb.sim.run.<kind>_worker``)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from threedb.sim.render.process import JobFailed, RenderProcess, WorkerCrashed, fast_scratch_dir
 from threedb.sim.render.settings import RenderSettings
-from threedb.sim.run.common import Connection, MasterGone, add_connect_args
+from threedb.sim.run.common import Connection, MasterGone, add_connect_args, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    return serve(build_parser().parse_args(argv))
+    return worker_main(build_parser, argv)
 
 
 if __name__ == "__main__":
