@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import textwrap
@@ -67,6 +68,11 @@ def cmd_controls(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Subcommands living in other subpackages: (name, module with ``build_parser(parser)``, help).
+COMMAND_MODULES: list[tuple[str, str, str]] = [
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="threedb", description="Probe computer-vision models in simulation with Blender renders.")
@@ -100,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     from threedb.sim.transport import add_keys_command  # `threedb keys`: CURVE keys for remote workers
 
     add_keys_command(sub)
+    for name, module, help_text in COMMAND_MODULES:
+        importlib.import_module(module).build_parser(sub.add_parser(name, help=help_text))
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Physical-recreation companion: ``threedb companion export`` (renders, overlays, poses, USDZ)."""

@@ -1,0 +1,1 @@
+"""The results dashboard: ``threedb dashboard RUN_DIR [RUN_DIR ...]`` (a local web application)."""

@@ -1,0 +1,1 @@
+"""Datasets: ``threedb dataset export`` of a run directory, and one reader for rendered and real datasets."""
