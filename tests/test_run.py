@@ -157,3 +157,32 @@ def test_resume_after_killing_the_run(tmp_path):
     assert after[:len(before)] == before
     assert sorted(after) == sorted(expected_ids(4)) and len(after) == len(set(after))
     assert result["replayed"] == len(before)
+
+
+def test_render_only_run_logs_every_job(tmp_path):
+    """Without inference:/evaluation: a run only renders and logs (how training sets are made)."""
+    config = write_config(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    del data["inference"], data["evaluation"]
+    data["logging"] = {"extra_passes": ["mask"]}
+    config.write_text(yaml.safe_dump(data))
+    result = finish(start(config, tmp_path / "run"))
+    assert result["done"] == 8 and result["failed"] == 0
+    logged = rows(tmp_path / "run")
+    assert sorted(r["id"] for r in logged) == sorted(expected_ids(4))
+    assert all("is_correct" not in r and r["status"] == "ok" for r in logged)
+    assert json.loads((tmp_path / "run" / "class_maps.json").read_text()) == ["mug", "duck"]
+    for r in logged:
+        assert (tmp_path / "run" / "images" / f"{r['id']}_rgb.png").is_file()
+        assert (tmp_path / "run" / "images" / f"{r['id']}_mask.png").is_file()
+
+
+def test_inference_without_evaluation_is_a_config_error(tmp_path):
+    config = write_config(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    del data["evaluation"]
+    config.write_text(yaml.safe_dump(data))
+    proc = start(config, tmp_path / "run")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "evaluation" in err and "inference" in err and "Traceback" not in err

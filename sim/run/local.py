@@ -51,18 +51,25 @@ def run(args: argparse.Namespace) -> int:
         for _ in range(args.render_workers):
             children.append(("render", _spawn("threedb.sim.run.render_worker", address, curve)))
         device = ["--device", args.device] if args.device else []
-        for _ in range(args.evaluators):
+        evaluators = 0 if master.render_only else args.evaluators
+        for _ in range(evaluators):
             children.append(("evaluator", _spawn("threedb.sim.run.evaluator_worker", address, curve + device)))
 
         def alive() -> str | None:
-            if not children or args.render_workers == 0 or args.evaluators == 0:
+            roles = ("render",) if master.render_only else ("render", "evaluator")
+            if not children or args.render_workers == 0 or (evaluators == 0 and "evaluator" in roles):
                 return None  # remote workers only: wait for them
-            for role in ("render", "evaluator"):
+            for role in roles:
                 if all(p.poll() is not None for r, p in children if r == role):
                     return f"every local {role} worker exited"
             return None
 
         result = master.run(alive=alive)
+        if master.render_only:  # nothing evaluated: no accuracy to summarise
+            print(f"[threedb run] render-only run: {result['done']} jobs logged, {result['failed']} failed",
+                  file=sys.stderr, flush=True)
+            print(json.dumps(result))
+            return 0
         summary = summarize(args.out)
         print(format_summary(summary), file=sys.stderr, flush=True)
         print(json.dumps({**result, "summary": summary}))

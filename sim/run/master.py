@@ -73,21 +73,32 @@ class Master:
         self.endpoint = endpoint
         self.lease_timeout_s = lease_timeout_s
         self.max_attempts = max_attempts
-        if not exp.inference or not exp.evaluation:
-            raise ConfigError("a run needs inference: and evaluation: sections", file=exp.source,
-                              key="inference" if not exp.inference else "evaluation")
+        if bool(exp.inference) != bool(exp.evaluation):
+            raise ConfigError("a run needs both inference: and evaluation: sections (or neither, to only "
+                              "render and log)", file=exp.source,
+                              key="evaluation" if exp.inference else "inference")
+        #: No model: renders are logged as they arrive (e.g. to make a training set).
+        self.render_only = not exp.inference
         self.base_dir = Path(exp.source).parent
-        evaluator = load_evaluator(exp.evaluation, base_dir=self.base_dir, file=exp.source)
-        evaluator.check_objects([o.asset.uid for o in prepared.objects])
         class_names: list[str] = []
-        if exp.inference.get("label_map"):
+        output_keys: tuple[str, ...] = ()
+        output_type = "classes"
+        needs: tuple[str, ...] = ()
+        if self.render_only:
+            # the objects' class names, in config order: what a dataset exported from this run uses
+            class_names = list(dict.fromkeys(o.asset.class_name for o in prepared.objects))
+        else:
+            evaluator = load_evaluator(exp.evaluation, base_dir=self.base_dir, file=exp.source)
+            evaluator.check_objects([o.asset.uid for o in prepared.objects])
+            output_keys, output_type, needs = evaluator.output_names(), evaluator.output_type, evaluator.needs
+        if exp.inference and exp.inference.get("label_map"):
             path = Path(exp.inference["label_map"])
             class_names = load_label_map(path if path.is_absolute() else self.base_dir / path,
                                          file=exp.source, key="inference.label_map")
         logcfg = dict(exp.logging or {})
         self.extra_passes = tuple(logcfg.get("extra_passes", ()))
-        self.send_passes = sorted(set(evaluator.needs) | set(self.extra_passes))
-        kwargs = dict(output_keys=evaluator.output_names(), output_type=evaluator.output_type,
+        self.send_passes = sorted(set(needs) | set(self.extra_passes))
+        kwargs = dict(output_keys=output_keys, output_type=output_type,
                       class_names=class_names, log_images=logcfg.get("log_images", "all"),
                       extra_passes=self.extra_passes, config=exp.resolved, seed=exp.seed, command=command)
         self.store = RunStore.open(run_dir, **kwargs) if resume else RunStore(run_dir, **kwargs)
@@ -111,7 +122,7 @@ class Master:
         self.eval_queue: collections.deque[str] = collections.deque()
         self.leased: set[str] = set()
         self.workers: dict[str, Worker] = {}
-        self.batch_size = int(exp.inference.get("batch_size") or 16)
+        self.batch_size = int((exp.inference or {}).get("batch_size") or 16)
         #: Renders held for evaluation at most; beyond it render workers wait (bounded memory).
         self.max_rendered = max(4 * self.batch_size, 32)
         self.fatal: str | None = None
@@ -165,7 +176,7 @@ class Master:
             score = math.nan
         else:
             wrote = self.store.write(job, outputs, rgb=rgb, passes=passes, controls_report=report)
-            score = 1.0 if outputs.get("is_correct") else 0.0
+            score = math.nan if "is_correct" not in outputs else (1.0 if outputs["is_correct"] else 0.0)
         self.leased.discard(job_id)
         pair = self.pair_of.pop(job_id)
         pair.outstanding.discard(job_id)
@@ -245,7 +256,11 @@ class Master:
             job_id = str(header.get("job_id"))
             if worker.job == job_id:
                 worker.job = None
-            if job_id in self.jobs and job_id not in self.rendered and "rgb" in arrays:
+            if self.render_only and job_id in self.jobs and "rgb" in arrays:
+                frames = dict(arrays)
+                rgb = frames.pop("rgb")
+                self._record(job_id, {}, rgb=rgb, passes=frames, meta=dict(header.get("meta") or {}))
+            elif job_id in self.jobs and job_id not in self.rendered and "rgb" in arrays:
                 self.leased.discard(job_id)
                 self.rendered[job_id] = (dict(header.get("meta") or {}), arrays)
                 self.eval_queue.append(job_id)
