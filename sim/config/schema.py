@@ -226,7 +226,7 @@ def _build(data: dict[str, Any], prov: Provenance, *, source: Path, files: list[
     try:
         schema = ExperimentSchema.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, prov, data) from None
+        raise config_error_from_validation(exc, prov, data) from None
     controls = _resolve_controls(schema.controls, prov)
     resolved = _plain({
         "seed": schema.seed,
@@ -337,9 +337,9 @@ _SIMPLE: dict[str, str] = {
 }
 
 
-def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model that validates the mapping at ``path`` (for listing its keys)."""
-    model: type[BaseModel] | None = ExperimentSchema
+def _model_at(path: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
+    """The pydantic model under ``root`` that validates the mapping at ``path`` (for listing its keys)."""
+    model: type[BaseModel] | None = root
     for part in path:
         if model is None or part not in model.model_fields:
             return None
@@ -369,13 +369,13 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _describe(error: Mapping[str, Any]) -> tuple[str, bool]:
+def _describe(error: Mapping[str, Any], root: type[BaseModel]) -> tuple[str, bool]:
     """What is wrong, in words, and whether to append the offending value."""
     kind, ctx, loc = error["type"], error.get("ctx") or {}, error["loc"]
     if kind == "missing":
         return "is required", False
     if kind == "extra_forbidden":
-        model = _model_at(tuple(loc[:-1]))
+        model = _model_at(tuple(loc[:-1]), root)
         known = list(model.model_fields) if model else []
         hint = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
         text = f"unknown key {loc[-1]!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
@@ -409,12 +409,13 @@ def _lookup(data: Any, path: KeyPath) -> Any:
     return data
 
 
-def _config_error(exc: ValidationError, prov: Provenance, data: Mapping[str, Any]) -> ConfigError:
-    """One readable ConfigError for a pydantic ValidationError: the first problem, and how many more."""
+def config_error_from_validation(exc: ValidationError, prov: Provenance, data: Mapping[str, Any],
+                                 root: type[BaseModel] = ExperimentSchema) -> ConfigError:
+    """One readable ConfigError for a pydantic ValidationError of ``root``: the first problem, and how many more."""
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc: KeyPath = tuple(p for p in first["loc"] if isinstance(p, (str, int)))
-    text, with_value = _describe(first)
+    text, with_value = _describe(first, root)
     value = first.get("input")
     if first["type"] == "missing" and loc and isinstance(loc[-1], int):  # a fixed-length list too short
         loc = loc[:-1]
@@ -426,5 +427,5 @@ def _config_error(exc: ValidationError, prov: Provenance, data: Mapping[str, Any
     return prov.error(loc, text, value=value if with_value else None)
 
 
-__all__ = ["AssetsConfig", "PolicyConfig", "ExperimentSchema", "Experiment", "load_config",
+__all__ = ["AssetsConfig", "PolicyConfig", "ExperimentSchema", "Experiment", "load_config", "config_error_from_validation",
            "experiment_from_dict", "DEFAULT_POLICY"]

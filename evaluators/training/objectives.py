@@ -1,0 +1,54 @@
+"""Training objectives: what a training step minimises, kept apart from the loop that runs it.
+
+An objective is called as ``objective(model, images, labels) -> (loss, logits)`` with ``images``
+already preprocessed (normalised, on the device). The loop only does the optimiser step, so
+adversarial objectives (PGD, TRADES, ...) can replace :class:`CrossEntropy` without touching it.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Protocol
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from threedb.sim.errors import ConfigError
+
+
+class Objective(Protocol):
+    """``(model, images, labels) -> (scalar loss to minimise, logits of the clean images)``."""
+
+    def __call__(self, model: nn.Module, images: torch.Tensor,
+                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class CrossEntropy:
+    """Standard training: softmax cross-entropy with optional label smoothing."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, model: nn.Module, images: torch.Tensor,
+                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(images)
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing), logits
+
+
+#: Objective name in a training config -> factory called with the config's ``objective_args``.
+OBJECTIVES: dict[str, Callable[..., Objective]] = {"cross_entropy": CrossEntropy}
+
+
+def make_objective(name: str, args: Mapping[str, Any] | None = None, *, file: Any = None,
+                   key: str = "training.objective") -> Objective:
+    """The objective called ``name``, built with ``args``; a ConfigError names unknown ones."""
+    factory = OBJECTIVES.get(name)
+    if factory is None:
+        raise ConfigError(f"unknown training objective {name!r}", file=file, key=key, value=name,
+                          expected=f"one of {sorted(OBJECTIVES)}")
+    try:
+        return factory(**dict(args or {}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad arguments for objective {name!r}: {exc}", file=file,
+                          key=f"{key}_args", value=dict(args or {})) from None
