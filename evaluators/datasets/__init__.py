@@ -1,1 +1,23 @@
-"""Datasets: ``threedb dataset export`` of a run directory, and one reader for rendered and real datasets."""
+"""Datasets: ``threedb dataset export`` of a run directory, and one reader for rendered and real datasets.
+
+``export_run(run_dir, out)`` writes the versioned dataset format of :mod:`.format`; ``ImageDataset`` (a
+``torch.utils.data.Dataset``) reads it, or a plain image-folder tree with masks / COCO / VOC boxes.
+See docs/datasets.md. The reader (and torch) is imported on first use, so the CLI stays quick.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from threedb.evaluators.datasets.errors import DatasetError
+from threedb.evaluators.datasets.export import export_run
+from threedb.evaluators.datasets.format import FORMAT_NAME, FORMAT_VERSION
+
+__all__ = ["DatasetError", "FORMAT_NAME", "FORMAT_VERSION", "ImageDataset", "Record", "export_run"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ImageDataset", "Record"):
+        from threedb.evaluators.datasets import reader
+
+        return getattr(reader, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
