@@ -40,5 +40,5 @@ def make_job(job_id: str, seed: int, obj: PreparedObject, env: EnvironmentAsset,
     """A job rendering ``obj`` in ``env`` with control ``values`` ({instance: {param: value}})."""
     return {"id": job_id, "seed": derive_seed(seed, job_id), "object": obj.job_spec(),
             "environment": environment_spec(env),
-            "controls": [{"name": c.name, "ref": c.ref, "where": f"controls[{i}]",
+            "controls": [{"name": c.name, "ref": c.ref, "class": c.cls.__name__, "where": f"controls[{i}]",
                           "values": dict(values.get(c.name, {}))} for i, c in enumerate(controls)]}

@@ -77,10 +77,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def control_class_name(control: Mapping[str, Any]) -> str:
-    """The class name of a job's control entry, from its ``ref`` (``"module:Class"`` or ``"file.py:Class"``);
+    """The class name of a job's control entry: its ``class``, else from its ``ref`` (``"module:Class"``);
     a ref naming only a module falls back to the instance name."""
+    if control.get("class"):
+        return str(control["class"])
     ref = str(control.get("ref") or "")
-    return ref.rpartition(":")[2] if ":" in ref else str(control["name"])
+    cls = ref.rpartition(":")[2] if ":" in ref else ""
+    return cls or str(control["name"])
 
 
 def render_args(controls: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
