@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 MODEL = '''
 import torch
+from torch import nn
 
 
 class BenchNet(nn.Module):
@@ -86,10 +87,10 @@ def bare_rate(config: Path) -> tuple[float, int]:
         return (len(jobs) - 1) / (time.perf_counter() - start), len(jobs)
 
 
-def pipeline_rate(config: Path, out: Path, jobs: int) -> float:
+def pipeline_rate(config: Path, out: Path, jobs: int, render_workers: int = 1) -> float:
     """Renders/s of `threedb run`, from its first logged job to its last."""
     proc = subprocess.Popen([sys.executable, "-m", "threedb.sim.cli", "run", str(config), "--out", str(out),
-                             "--render-workers", "1", "--evaluators", "1"],
+                             "--render-workers", str(render_workers), "--evaluators", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     log = out / "details.log"

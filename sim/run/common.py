@@ -29,6 +29,8 @@ def add_connect_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connect", required=True, metavar="tcp://HOST:PORT", help="the master's address")
     parser.add_argument("--key", metavar="FILE", help="this worker's CURVE secret key (.key_secret)")
     parser.add_argument("--server-key", metavar="FILE", help="the master's CURVE public key (.key)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="connect to a non-loopback address without CURVE keys (trusted networks only)")
     parser.add_argument("--master-timeout", type=float, default=MASTER_TIMEOUT_S,
                         help=f"exit when the master is silent this long (default {MASTER_TIMEOUT_S:.0f} s)")
 
@@ -41,7 +43,8 @@ class Connection:
         self.wid = f"{role}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.seq = 0
         self.master_timeout = float(getattr(args, "master_timeout", MASTER_TIMEOUT_S))
-        self.endpoint = PeerEndpoint(args.connect, client_secret_key=args.key, server_public_key=args.server_key)
+        self.endpoint = PeerEndpoint(args.connect, client_secret_key=args.key, server_public_key=args.server_key,
+                                     insecure=bool(getattr(args, "insecure", False)))
 
     def send(self, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> None:
         self.endpoint.send({**header, "wid": self.wid, "role": self.role}, arrays, timeout=self.master_timeout)

@@ -36,14 +36,15 @@ def run(args: argparse.Namespace) -> int:
     experiment = load_config(args.config, overrides=overrides)
     prepared = prepare(experiment)
     endpoint = MasterEndpoint(args.host, args.port, server_secret_key=args.key,
-                              authorized_keys=args.authorized_keys)
+                              authorized_keys=args.authorized_keys, insecure=args.insecure)
     children: list[tuple[str, subprocess.Popen]] = []
     master = None
     try:
         master = Master(prepared, args.out, endpoint, resume=args.resume, lease_timeout_s=args.lease_timeout,
                         max_attempts=args.max_attempts, progress=Progress(None),
                         command=list(sys.argv))
-        master.progress = Progress(master.total, already=len(master.done))
+        master.progress = Progress(master.total, already=len(master.done),
+                                   held=None if master.render_only else lambda: len(master.rendered))
         address = f"tcp://{'127.0.0.1' if endpoint.host in ('*', '0.0.0.0') else endpoint.host}:{endpoint.port}"
         print(f"[threedb run] master at {address}; {master.total} jobs, {len(master.done)} already logged",
               file=sys.stderr, flush=True)
@@ -101,6 +102,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--port", type=int, default=0, help="port to bind (default: any free one)")
     parser.add_argument("--key", help="the master's CURVE secret key (.key_secret)")
     parser.add_argument("--authorized-keys", help="folder of accepted workers' public keys")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a non-loopback --host without CURVE keys (trusted networks only)")
     parser.add_argument("--worker-key", help="local workers' CURVE secret key (with --key)")
     parser.add_argument("--server-public-key", help="the master's public key for local workers (with --key)")
     parser.add_argument("--lease-timeout", type=float, default=DEFAULT_LEASE_TIMEOUT_S,

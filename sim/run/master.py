@@ -128,6 +128,8 @@ class Master:
         self.fatal: str | None = None
         self.progress = progress or Progress(self.total, already=len(self.done))
         self.replayed = 0
+        #: High-water mark of renders held awaiting evaluation (never above max_rendered).
+        self.max_held = 0
 
     # ------------------------------------------------------------------------------ job generation
     def _propose(self, pair: Pair, n: int) -> list[str]:
@@ -264,6 +266,7 @@ class Master:
                 self.leased.discard(job_id)
                 self.rendered[job_id] = (dict(header.get("meta") or {}), arrays)
                 self.eval_queue.append(job_id)
+                self.max_held = max(self.max_held, len(self.rendered))
             else:
                 log.info("dropping a duplicate result of %s from %s", job_id, wid)
             self.progress.rendered()
@@ -301,7 +304,8 @@ class Master:
             if self.fatal or self.finished():
                 self._reply(worker, {"type": "die"}, seq)
                 return
-            if len(self.rendered) >= self.max_rendered:  # evaluators are behind: back-pressure
+            # evaluators are behind: back-pressure (counting renders in flight keeps the bound strict)
+            if len(self.rendered) + len(self.leased) >= self.max_rendered:
                 self._reply(worker, {"type": "wait", "retry_s": 0.1}, seq)
                 return
             job_id = self._next_job(worker.env)
@@ -366,7 +370,7 @@ class Master:
                         raise ThreeDBError(f"run aborted: {reason}")
         self.progress.tick(force=True)
         return {"done": len(self.store.done_ids()), "failed": len(self.store.failed_ids()),
-                "rejected": self.endpoint.rejected, "replayed": self.replayed}
+                "rejected": self.endpoint.rejected, "replayed": self.replayed, "max_held": self.max_held}
 
     def shutdown(self, grace_s: float = 2.0) -> None:
         """Tell every known worker to stop (answering their requests with ``die`` for ``grace_s``)."""
