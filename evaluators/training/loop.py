@@ -27,7 +27,7 @@ from threedb.evaluators.preprocess import Preprocess
 from threedb.evaluators.training.card import write_card
 from threedb.evaluators.training.config import AugmentConfig, TrainConfig
 from threedb.evaluators.training.objectives import make_objective
-from threedb.sim.errors import ThreeDBError
+from threedb.sim.errors import ConfigError, ThreeDBError
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.pt"
@@ -159,11 +159,15 @@ def config_digest(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def open_dataset(root: str) -> Any:
-    """The dataset at ``root`` (exported by ``threedb dataset export``, or an image-folder tree)."""
-    from threedb.evaluators.datasets import ImageDataset
+def open_dataset(root: str, *, file: Any = None, key: str = "data.train") -> Any:
+    """The dataset at ``root`` (exported by ``threedb dataset export``, or an image-folder tree); an
+    unusable one is a ConfigError naming the config file and ``key``."""
+    from threedb.evaluators.datasets import DatasetError, ImageDataset
 
-    return ImageDataset(root, extras=False)
+    try:
+        return ImageDataset(root, extras=False)
+    except DatasetError as exc:
+        raise ConfigError(str(exc), file=file, key=key, value=root) from None
 
 
 def class_list(dataset: Any) -> list[dict[str, Any]]:
@@ -183,8 +187,8 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(schema.seed)
 
-    train_set = open_dataset(schema.data.train)
-    test_set = open_dataset(schema.data.test) if schema.data.test else None
+    train_set = open_dataset(schema.data.train, file=config.source, key="data.train")
+    test_set = open_dataset(schema.data.test, file=config.source, key="data.test") if schema.data.test else None
     classes = class_list(train_set)
     if test_set is not None and class_list(test_set) != classes:
         raise TrainingError(f"{schema.data.test}: its classes {test_set.classes} differ from the training "
@@ -223,6 +227,9 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
         print(f"[threedb train] resuming {ckpt_path} after epoch {start_epoch}", file=stream, flush=True)
     elif ckpt_path.exists() and not resume:
         raise TrainingError(f"{ckpt_path} exists: resume it with --resume, or choose another output folder")
+    # The log holds exactly the checkpoint's epochs: a kill between an epoch's log line and its
+    # checkpoint, or before the first checkpoint, must not leave lines that get repeated.
+    (out / LOG).write_text("".join(json.dumps(h) + "\n" for h in history))
 
     print(f"[threedb train] {len(train_data)} training images, {len(classes)} classes, "
           f"{'no test set' if test_set is None else f'{len(test_set)} test images'}; "
