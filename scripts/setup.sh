@@ -8,8 +8,9 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 VENV=${VENV:-.venv}
 
-# System libraries: libusb for open3d; X11/GL client libraries that the bpy wheel links against.
-APT_PACKAGES="libusb-1.0-0 libx11-6 libxrender1 libxxf86vm1 libxfixes3 libxi6 libxkbcommon0 libsm6 libgl1 libegl1 libglib2.0-0"
+# System libraries: libusb for open3d; X11/GL client libraries that the bpy wheel links against;
+# chromium for the dashboard's browser tests (driven by Playwright, which downloads no browser here).
+APT_PACKAGES="libusb-1.0-0 libx11-6 libxrender1 libxxf86vm1 libxfixes3 libxi6 libxkbcommon0 libsm6 libgl1 libegl1 libglib2.0-0 chromium"
 missing=""
 for pkg in $APT_PACKAGES; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"

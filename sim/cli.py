@@ -71,6 +71,7 @@ def cmd_controls(args: argparse.Namespace) -> int:
 #: Subcommands living in other subpackages: (name, module with ``build_parser(parser)``, help).
 COMMAND_MODULES: list[tuple[str, str, str]] = [
     ("companion", "threedb.companion.cli", "export renders with edge overlays, poses and USDZ for physical recreation"),
+    ("dashboard", "threedb.dashboard.cli", "explore run results in the browser (live while runs write)"),
     ("dataset", "threedb.evaluators.datasets.cli", "export a run's images as a versioned image-folder dataset"),
     ("train", "threedb.evaluators.training.cli", "train a classifier on a dataset (checkpoints, resume, model card)"),
 ]

@@ -1,0 +1,74 @@
+"""``threedb dashboard RUN_DIR [RUN_DIR ...] [--host H] [--port P]``: serve the results dashboard."""
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from pathlib import Path
+
+from threedb.sim.errors import ConfigError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def open_runs(paths: list[str]) -> list:
+    """The runs to serve, in order (ResultsError naming the file for a directory that is not a run)."""
+    from threedb.dashboard.loader import Run
+
+    runs = [Run(path, index=i) for i, path in enumerate(paths)]
+    for run in runs:
+        if run.skipped:
+            print(f"warning: {run.details}: skipped {run.skipped} corrupt line(s)", file=sys.stderr)
+    return runs
+
+
+def _check_free(host: str, port: int) -> None:
+    """One clear error when the address is taken (rather than uvicorn's log line and exit)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve {host!r}: {exc}", key="--host", value=host) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}", key="--port", value=port) from None
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from threedb.dashboard.server import create_app
+
+    if not 1 <= args.port <= 65535:
+        raise ConfigError("must be a TCP port (1..65535)", key="--port", value=args.port)
+    runs = open_runs(args.run_dirs)
+    _check_free(args.host, args.port)
+    companion = [Path(args.companion_dir) / f"{run.index}-{run.name}" for run in runs] if args.companion_dir else None
+    hosts = ["*"] if args.host not in LOOPBACK else list(LOOPBACK)
+    if args.host not in LOOPBACK:
+        print(f"warning: serving on {args.host}: anyone who can reach this port can read these runs' results",
+              file=sys.stderr)
+    app = create_app(runs, allowed_hosts=hosts, companion_dirs=companion)
+    for run in runs:
+        print(f"run {run.index}: {run.path} ({len(run)} rows)", file=sys.stderr)
+    print(f"dashboard at http://{args.host}:{args.port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``threedb dashboard``."""
+    parser.description = ("Explore run directories (threedb or original 3DB logs) in the browser, live while "
+                          "runs are still writing: heat maps, failure modes, per-object and per-environment "
+                          "analysis, surface heat maps, run comparison, and the companion phone page.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (with details.log)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8001, help="TCP port (default 8001)")
+    parser.add_argument("--companion-dir", metavar="DIR",
+                        help="where companion exports live and are made (DIR/<index>-<run name>); "
+                             "default RUN_DIR/companion")
+    parser.set_defaults(func=cmd_dashboard)
+    return parser
