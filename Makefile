@@ -4,12 +4,23 @@ VENV ?= .venv
 THREEDB := $(VENV)/bin/threedb
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test bench clean
+.PHONY: setup run preview test bench clean
 
 setup:
 	@bash scripts/setup.sh
 
+# The quickstart: probe the shipped quickstart model (assets/models/quickstart) with configs/quickstart.yaml.
+# Each `make run` starts afresh in runs/quickstart (the previous results there are replaced).
+QUICKSTART_RUN ?= runs/quickstart
+
 run: setup
+	rm -rf $(QUICKSTART_RUN)
+	$(THREEDB) run configs/quickstart.yaml --out $(QUICKSTART_RUN) --render-workers 2
+	@echo
+	@echo "results: $(QUICKSTART_RUN)/details.log (JSON lines) and $(QUICKSTART_RUN)/images/"
+	@echo "explore them:  $(THREEDB) dashboard $(QUICKSTART_RUN)    (then open the address it prints)"
+
+preview: setup
 	$(THREEDB) render configs/preview.yaml --out previews -n 6
 
 test: setup
@@ -18,6 +29,9 @@ test: setup
 bench: setup
 	$(PY) benchmarks/render_overhead.py
 	$(PY) benchmarks/pipeline_efficiency.py
+	$(PY) benchmarks/evaluator_overhead.py
+	$(PY) benchmarks/render_scaling.py
+	$(PY) benchmarks/dashboard_load.py
 
 clean:
-	rm -rf previews .pytest_cache
+	rm -rf previews runs/quickstart .pytest_cache

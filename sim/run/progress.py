@@ -50,7 +50,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.every_s = every_s
         self.start = time.monotonic()
-        self._last = 0.0
+        self._last = -math.inf     # the first tick always draws (monotonic time may start near 0)
         if bar is None:
             isatty = getattr(self.stream, "isatty", None)
             bar = bool(isatty and isatty())
