@@ -10,14 +10,15 @@ setup:
 	@bash scripts/setup.sh
 
 # The quickstart: probe the shipped quickstart model (assets/models/quickstart) with configs/quickstart.yaml.
-# Each `make run` starts afresh in runs/quickstart (the previous results there are replaced).
+# Each `make run` starts afresh in runs/quickstart (the previous results there are replaced). The summary
+# goes to the terminal (stderr); its JSON form (threedb run's stdout) is in runs/quickstart/summary.json.
 QUICKSTART_RUN ?= runs/quickstart
 
 run: setup
 	rm -rf $(QUICKSTART_RUN)
-	$(THREEDB) run configs/quickstart.yaml --out $(QUICKSTART_RUN) --render-workers 2
+	$(THREEDB) run configs/quickstart.yaml --out $(QUICKSTART_RUN) --render-workers 2 > /dev/null
 	@echo
-	@echo "results: $(QUICKSTART_RUN)/details.log (JSON lines) and $(QUICKSTART_RUN)/images/"
+	@echo "results: $(QUICKSTART_RUN)/details.log (JSON lines), $(QUICKSTART_RUN)/images/, $(QUICKSTART_RUN)/summary.json"
 	@echo "explore them:  $(THREEDB) dashboard $(QUICKSTART_RUN)    (then open the address it prints)"
 
 preview: setup

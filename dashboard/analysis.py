@@ -217,8 +217,8 @@ def failure_modes(snap: Snapshot, min_count: int = 5, top: int = 10, examples: i
 
 # -- per object ------------------------------------------------------------------------------------------
 def objects(snap: Snapshot, max_classes: int = 12) -> dict[str, Any]:
-    """Accuracy per object (model), accuracy curves of each object over each parameter's bins, and the
-    confusion between objects and predicted (top-1) classes."""
+    """Accuracy per object (model), accuracy curves of each object over the bins of each parameter that
+    varies (two bins or more), and the confusion between objects and predicted (top-1) classes."""
     models, mcodes = snap.model_names, snap.model_codes
     per = []
     for k, m in enumerate(models):
@@ -229,6 +229,8 @@ def objects(snap: Snapshot, max_classes: int = 12) -> dict[str, Any]:
         if p == "model":
             continue
         b = snap.bins(p)
+        if len(b.labels) < 2:
+            continue   # a fixed parameter: a "curve" of one point says nothing
         series = {}
         for k, m in enumerate(models):
             sel = (mcodes == k) & (b.codes >= 0)

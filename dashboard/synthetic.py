@@ -110,3 +110,17 @@ def make_run(run_dir: str | Path, n: int, *, seed: int = 0, model_seed: int | No
         with open(run_dir / "details.log", "a") as handle:
             handle.write("\n".join(lines) + ("\n" if lines else ""))
     return run_dir
+
+
+def append_rows(run_dir: str | Path, ids: range, *, uid: str, correct: bool, seed: int = 0) -> None:
+    """Append rows of object ``uid`` (all ``correct`` or all wrong) to a run made by :func:`make_run`,
+    through a resumed RunStore, as a run still writing would."""
+    rng = np.random.default_rng(seed)
+    truth = CLASSES.index(uid)
+    prediction = [truth, (truth + 1) % len(CLASSES)] if correct else [(truth + 1) % len(CLASSES), truth]
+    with RunStore.open(run_dir, output_keys=OUTPUTS, output_type="classes", class_names=CLASSES,
+                       extra_passes=("mask", "uv")) as store:
+        for i in ids:
+            j = job(i, rng)
+            j["object"] = {"uid": uid, "path": f"/x/{uid}.glb"}
+            store.write(j, {"is_correct": correct, "loss": 0.1 if correct else 1.0, "prediction": prediction}, rgb=None)

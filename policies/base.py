@@ -39,7 +39,8 @@ Interface decisions:
   in synchronous batches, see :mod:`threedb.policies.adaptive`). To resume, re-create the policy,
   propose, and for ids already in the log feed back the logged score instead of rendering.
 * **Pairs.** The run pipeline creates one policy per (environment, model) pair with the experiment
-  seed, so open-loop policies give every pair identical points: a paired comparison, as in 3DB.
+  seed, so open-loop policies give every pair identical points: a paired comparison, as in 3DB
+  (``paired: false`` in the config section makes the registry derive a seed per pair instead).
 * **No free dimension.** When the space has zero free dimensions every built-in policy yields
   exactly one proposal (the point ``()``, i.e. the fixed control values): more would be duplicates.
 """

@@ -13,6 +13,7 @@ Unknown names raise :class:`~threedb.sim.errors.ConfigError` at ``policy.type`` 
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -57,11 +58,20 @@ def load_policy_class(kind: str, *, file: str | Path | None = None) -> type[Poli
                           file=file, key="policy.type", value=kind) from exc
 
 
+def pair_seed(seed: int, pair: str) -> int:
+    """The seed of one (environment, object) pair's policy when ``paired: false``: stable across runs
+    and resumes (a hash of the experiment seed and the pair's name), different for every pair."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{pair}".encode()).digest()[:4], "little")
+
+
 def make_policy(config: Mapping[str, Any], space: SearchSpace, *, seed: int,
-                file: str | Path | None = None) -> Policy:
+                file: str | Path | None = None, pair: str | None = None) -> Policy:
     """Create the policy of a ``policy:`` config section (``type`` plus options) over ``space``.
 
-    ``seed`` is the experiment seed; a ``seed`` key in ``config`` takes its place.
+    ``seed`` is the experiment seed; a ``seed`` key in ``config`` takes its place. ``pair`` names the
+    (environment, object) pair the policy serves: with ``paired: false`` in ``config`` each pair's
+    seed is :func:`pair_seed` of the two, so pairs get different vectors (``paired: true``, the
+    default, gives every pair the same ones, for paired comparison).
     """
     if not isinstance(config, Mapping) or not isinstance(config.get("type"), str):
         raise ConfigError("expected a mapping with 'type'", file=file, key="policy", value=config)
@@ -71,6 +81,12 @@ def make_policy(config: Mapping[str, Any], space: SearchSpace, *, seed: int,
         if options.get("seed") is not None:  # a policy-level seed replaces the experiment seed
             seed = SEED_OPTION.check(options["seed"])
         options.pop("seed", None)
+        paired = options.pop("paired", True)
+        if not isinstance(paired, bool):
+            raise ConfigError(f"must be true or false, got {paired!r}", key="policy.paired", value=paired,
+                              expected="true or false")
+        if not paired and pair is not None:
+            seed = pair_seed(seed, pair)
         return cls(space, seed=seed, **options)
     except ConfigError as exc:
         if exc.file is None and file is not None:
@@ -79,4 +95,4 @@ def make_policy(config: Mapping[str, Any], space: SearchSpace, *, seed: int,
         raise
 
 
-__all__ = ["BUILTIN_POLICIES", "ENTRY_POINT_GROUP", "available_policies", "load_policy_class", "make_policy"]
+__all__ = ["BUILTIN_POLICIES", "ENTRY_POINT_GROUP", "available_policies", "load_policy_class", "make_policy", "pair_seed"]

@@ -8,6 +8,7 @@ Layout of ``RUN_DIR`` (see ``docs/results.md``)::
     images/<id>_<pass>.png|.exr   optional lossless extra passes (uint8/bool -> PNG, else float32 EXR)
     config.resolved.yaml   the resolved configuration
     manifest.json          versions, seed, machine, start time, command line (and resumes)
+    summary.json           written at the end of each (resumed) run: counts and the accuracy summary
 
 Durability: a line is appended with one ``write`` then ``fsync``; images are written under a temporary
 name and ``os.replace``d into place before their line is appended, so a killed process loses at most
@@ -41,6 +42,7 @@ CLASS_MAPS = "class_maps.json"
 IMAGES = "images"
 CONFIG = "config.resolved.yaml"
 MANIFEST = "manifest.json"
+SUMMARY = "summary.json"
 
 #: Keys every row carries between the evaluator outputs and our extra keys, in this order (threedboard's).
 JOB_KEYS = ("id", "environment", "model", "render_args", "output_type")
@@ -127,6 +129,13 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_summary(run_dir: str | Path, result: dict[str, Any]) -> Path:
+    """Write ``RUN_DIR/summary.json`` (replaced atomically): what ``threedb run`` printed at its end."""
+    path = Path(run_dir) / SUMMARY
+    _atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    return path
 
 
 def _fsync_dir(path: Path) -> None:

@@ -165,13 +165,7 @@ def test_live_rows_from_a_resumed_store_appear(tmp_path):
     run_dir = make_run(tmp_path / "run", 6)
     c = client(run_dir)
     before = c.get("/api/runs/0/heatmap", params={"x": "model"}).json()
-    rng = np.random.default_rng(5)
-    with RunStore.open(run_dir, output_keys=synthetic.OUTPUTS, output_type="classes",
-                       class_names=synthetic.CLASSES, extra_passes=("mask", "uv")) as store:
-        for i in range(100, 103):
-            job = synthetic.job(i, rng)
-            job["object"] = {"uid": "mug", "path": "/x/mug.glb"}
-            store.write(job, {"is_correct": False, "loss": 1.0, "prediction": [1, 2]}, rgb=None)
+    synthetic.append_rows(run_dir, range(100, 103), uid="mug", correct=False, seed=5)
     after = c.get("/api/runs/0/heatmap", params={"x": "model"}).json()
     mug = before["x"]["labels"].index("mug.glb")
     assert after["rows"] == before["rows"] + 3

@@ -176,13 +176,7 @@ def test_live_rows_show_up_without_reload(page, tmp_path):
         until(page, "document.querySelectorAll('#heatmap-table td.cell').length === 3")
         mug = page.eval_on_selector_all("#heatmap-table thead th", "els => els.map(e => e.textContent)").index("mug.glb") - 1
         before = int(page.get_attribute(f"#heatmap-table td.cell[data-xi='{mug}']", "data-n"))
-        rng = np.random.default_rng(9)
-        with RunStore.open(run_dir, output_keys=synthetic.OUTPUTS, output_type="classes",
-                           class_names=synthetic.CLASSES, extra_passes=("mask", "uv")) as store:
-            for i in range(500, 505):
-                job = synthetic.job(i, rng)
-                job["object"] = {"uid": "mug", "path": "/x/mug.glb"}
-                store.write(job, {"is_correct": True, "loss": 0.1, "prediction": [0, 1]}, rgb=None)
+        synthetic.append_rows(run_dir, range(500, 505), uid="mug", correct=True, seed=9)
         page.wait_for_selector("#live[data-rows='17']", timeout=15000)
         until(page, f"+document.querySelector(\"#heatmap-table td.cell[data-xi='{mug}']\").dataset.n === {before + 5}")
         shot(page, "live")

@@ -52,6 +52,9 @@ def test_live_real_run_heatmap_surface_and_companion_export(tmp_path, page):
         truths = page.eval_on_selector_all("#grid figure .true", "els => els.map(e => e.textContent)")
         assert set(truths) == {"true: mug", "true: duck"}
         shot(page, "real-run")
+        # curves only over parameters that vary (rotation_x/y are fixed in this config)
+        curves = page.request.get(url + "/api/runs/0/objects").json()["curves"]
+        assert set(curves) == {"render_args.OrientationControl.rotation_z"}
 
         page.click("button[data-tab=surface]")
         until(page, "(() => { const i = document.querySelector('#surface img'); return i && i.complete && i.naturalWidth === 256; })()")

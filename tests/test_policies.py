@@ -78,6 +78,20 @@ def test_random_reproducible_paired_and_chunking_independent():
     assert {p.values["corruption"]["corruption_name"] for p in a} <= {"fog", "snow", "frost"}
 
 
+def test_unpaired_policies_differ_per_pair_and_replay_exactly():
+    sp = space(ROT, CORR)
+    cfg = {"type": "random", "samples": 20, "paired": False}
+    city_mug = drain(make_policy(cfg, sp, seed=7, pair="city.exr/mug"))
+    assert city_mug == drain(make_policy(cfg, sp, seed=7, pair="city.exr/mug"), n=3)  # resume replays
+    assert [p.point for p in drain(make_policy(cfg, sp, seed=7, pair="city.exr/duck"))] != [p.point for p in city_mug]
+    assert [p.point for p in drain(make_policy(cfg, sp, seed=8, pair="city.exr/mug"))] != [p.point for p in city_mug]
+    paired = {"type": "random", "samples": 20, "paired": True}
+    assert drain(make_policy(paired, sp, seed=7, pair="city.exr/duck")) == \
+        drain(make_policy(paired, sp, seed=7, pair="city.exr/mug"))
+    with pytest.raises(ConfigError, match="policy.paired"):
+        make_policy({"type": "random", "samples": 2, "paired": "no"}, sp, seed=0, pair="a/b")
+
+
 # -- quasi-random ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["sobol", "halton"])
 def test_quasi_random_low_discrepancy_and_reproducible(kind):

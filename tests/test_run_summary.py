@@ -142,7 +142,8 @@ def test_worst_regions_ranked_with_minimum_count(run_dir):
     loose = summarize(path, min_count=4)["worst_regions"]
     assert (loose[0]["parameter"], loose[0]["accuracy"], loose[0]["evaluated"]) == (ROT, 0.0, 4)
     text = format_summary(s)
-    assert "worst parameter regions" in text and "per model:" in text
+    assert "worst parameter regions" in text and "per object:" in text
+    assert s["one_model_per_object"] and "per model:" not in text   # it would repeat "per object"
     assert f"1. {ROT} in [-3, -1.8): accuracy 16.7% (1/6 correct, 1 failed)" in text
 
 
@@ -155,6 +156,20 @@ def test_render_only_rows_are_unscored(tmp_path):
     assert s["overall"] == {"jobs": 3, "failed": 0, "accuracy": None}
     assert s["worst_regions"] == []
     assert "none: no bin has enough evaluated jobs" in format_summary(s)
+
+
+def test_per_model_lines_when_an_object_has_two_model_files(tmp_path):
+    with RunStore(tmp_path, output_keys=("is_correct",), output_type="classes", class_names=["mug"]) as store:
+        for i in range(4):
+            j = job(i, {"rot": 0.0, "zoom": 1.0, "kind": "box", "on": True, "obj": "mug", "env": "city"})
+            j["object"]["path"] = f"/assets/objects/mug/mug_v{i % 2}.glb"
+            store.write(j, {"is_correct": i < 3}, rgb=None)
+    s = summarize(tmp_path)
+    assert not s["one_model_per_object"]
+    assert s["models"]["mug_v0.glb"] == {"jobs": 2, "failed": 0, "accuracy": 1.0}
+    assert s["models"]["mug_v1.glb"] == {"jobs": 2, "failed": 0, "accuracy": 0.5}
+    text = format_summary(s)
+    assert "per model:" in text and "mug_v1.glb" in text
 
 
 class FakeTTY(io.StringIO):

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from threedb.sim.run.master import DEFAULT_LEASE_TIMEOUT_S, MAX_ATTEMPTS, Master
 from threedb.sim.run.progress import Progress, format_summary, summarize
+from threedb.sim.store import write_summary
 from threedb.sim.transport import MasterEndpoint
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,12 @@ def run(args: argparse.Namespace) -> int:
         if master.render_only:  # nothing evaluated: no accuracy to summarise
             print(f"[threedb run] render-only run: {result['done']} jobs logged, {result['failed']} failed",
                   file=sys.stderr, flush=True)
+            write_summary(args.out, result)
             print(json.dumps(result))
             return 0
         summary = summarize(args.out)
         print(format_summary(summary), file=sys.stderr, flush=True)
+        write_summary(args.out, {**result, "summary": summary})
         print(json.dumps({**result, "summary": summary}))
         return 0
     finally:

@@ -108,7 +108,8 @@ class Master:
                 ok = row.get("status") == "ok" and row.get("is_correct") is not None
                 self.logged_scores[str(row["id"])] = (1.0 if row["is_correct"] else 0.0) if ok else math.nan
         self.done = self.store.done_ids()
-        self.pairs = [Pair(env, obj, make_policy(exp.policy, prepared.space, seed=exp.seed, file=exp.source))
+        self.pairs = [Pair(env, obj, make_policy(exp.policy, prepared.space, seed=exp.seed, file=exp.source,
+                                                 pair=f"{env.name}/{obj.asset.uid}"))
                       for env in prepared.environments for obj in prepared.objects]
         totals = [p.policy.total() for p in self.pairs]
         self.total = sum(totals) if all(t is not None for t in totals) else None
@@ -211,11 +212,11 @@ class Master:
                 "lease_timeout_s": self.lease_timeout_s}
 
     def _reply(self, worker: Worker, header: dict[str, Any], seq: Any,
-               arrays: dict[str, np.ndarray] | None = None) -> None:
+               arrays: dict[str, np.ndarray] | None = None, *, quiet: bool = False) -> None:
         try:
             self.endpoint.send(worker.peer, {**header, "seq": seq}, arrays, timeout=2.0)
         except ThreeDBError as exc:
-            log.warning("cannot reach %s: %s", worker.wid, exc)
+            (log.debug if quiet else log.warning)("cannot reach %s: %s", worker.wid, exc)
 
     def _release(self, worker: Worker, count_attempt: bool, reason: str) -> None:
         if worker.job is not None:
@@ -375,8 +376,8 @@ class Master:
     def shutdown(self, grace_s: float = 2.0) -> None:
         """Tell every known worker to stop (answering their requests with ``die`` for ``grace_s``)."""
         deadline = time.monotonic() + grace_s
-        for worker in self.workers.values():
-            self._reply(worker, {"type": "die"}, None)
+        for worker in self.workers.values():   # one that already left (told to die earlier) is no news
+            self._reply(worker, {"type": "die"}, None, quiet=True)
         while self.workers and time.monotonic() < deadline:
             got = self.endpoint.recv(timeout=0.1)
             if got is None:

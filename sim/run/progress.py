@@ -218,12 +218,14 @@ def summarize_rows(rows: Iterable[dict[str, Any]], *, bins: int = BINS, min_coun
     groups: dict[str, dict[str, collections.Counter]] = {
         name: collections.defaultdict(collections.Counter) for name in ("objects", "environments", "models")}
     columns: dict[str, tuple[list[Any], list[str]]] = {}
+    object_models: set[tuple[str, str]] = set()
     for row in rows:
         outcome = _outcome(row)
         overall[outcome] += 1
         groups["objects"][str(row.get("object_uid"))][outcome] += 1
         groups["environments"][str(row.get("environment"))][outcome] += 1
         groups["models"][str(row.get("model"))][outcome] += 1
+        object_models.add((str(row.get("object_uid")), str(row.get("model"))))
         for key, value in (row.get("render_args") or {}).items():
             values, outcomes = columns.setdefault(key, ([], []))
             values.append(value)
@@ -232,6 +234,7 @@ def summarize_rows(rows: Iterable[dict[str, Any]], *, bins: int = BINS, min_coun
     summary: dict[str, Any] = {"overall": _accuracy(overall)}
     for name, counters in groups.items():
         summary[name] = {k: _accuracy(v) for k, v in sorted(counters.items())}
+    summary["one_model_per_object"] = len(object_models) == len(groups["objects"]) == len(groups["models"])
     summary["parameters"] = parameters
     summary["worst_regions"] = worst_regions(parameters, min_count=min_count, top=top)
     summary["binning"] = {"bins": bins, "min_count": min_count, "top": top}
@@ -248,6 +251,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
     lines = ["summary:", fmt("overall", summary["overall"])]
     for title, key in (("per object", "objects"), ("per environment", "environments"), ("per model", "models")):
+        if key == "models" and summary.get("one_model_per_object"):
+            continue   # the same lines as "per object" under the files' names
         lines.append(f" {title}:")
         lines += [fmt(k, v) for k, v in summary.get(key, {}).items()]
     worst = summary.get("worst_regions") or []
