@@ -1,8 +1,10 @@
-"""``threedb dashboard RUN_DIR [RUN_DIR ...] [--host H] [--port P]``: serve the results dashboard."""
+"""``threedb dashboard RUN_DIR [RUN_DIR ...] [--host H] [--port P] [--tls-cert F --tls-key F]``: serve
+the results dashboard."""
 from __future__ import annotations
 
 import argparse
 import socket
+import ssl
 import sys
 from pathlib import Path
 
@@ -44,6 +46,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     if not 1 <= args.port <= 65535:
         raise ConfigError("must be a TCP port (1..65535)", key="--port", value=args.port)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("give both --tls-cert and --tls-key (or neither)", key="--tls-cert" if args.tls_key else "--tls-key")
+    for key, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if value and not Path(value).is_file():
+            raise ConfigError("no such file", key=key, value=value)
     runs = open_runs(args.run_dirs)
     _check_free(args.host, args.port)
     companion = [Path(args.companion_dir) / f"{run.index}-{run.name}" for run in runs] if args.companion_dir else None
@@ -54,8 +61,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     app = create_app(runs, allowed_hosts=hosts, companion_dirs=companion)
     for run in runs:
         print(f"run {run.index}: {run.path} ({len(run)} rows)", file=sys.stderr)
-    print(f"dashboard at http://{args.host}:{args.port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    scheme = "https" if args.tls_cert else "http"
+    print(f"dashboard at {scheme}://{args.host}:{args.port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                    ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"cannot use this certificate and key: {exc}", key="--tls-cert", value=args.tls_cert) from None
     return 0
 
 
@@ -70,5 +82,8 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--companion-dir", metavar="DIR",
                         help="where companion exports live and are made (DIR/<index>-<run name>); "
                              "default RUN_DIR/companion")
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="serve https with this certificate (PEM); phones allow the camera on https only")
+    parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     parser.set_defaults(func=cmd_dashboard)
     return parser

@@ -296,26 +296,35 @@ def test_cli_reports_a_bad_run_dir(tmp_path):
     assert out.returncode == 2 and "class_maps.json" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_cli_serves_runs_and_reports_a_busy_port(run_dir, tmp_path):
+def free_port() -> int:
     import socket
-    import time
-    import urllib.request
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def get_json(proc: subprocess.Popen, url: str, context=None) -> dict:
+    """GET ``url`` as JSON from the dashboard process ``proc``, waiting (60 s at most) for it to listen."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5, context=context) as response:
+                return json.loads(response.read())
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+
+
+def test_cli_serves_runs_and_reports_a_busy_port(run_dir, tmp_path):
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "threedb.sim.cli", "dashboard", str(run_dir), str(run_dir),
                              "--port", str(port)], stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=5) as response:
-                    runs = json.loads(response.read())["runs"]
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-                time.sleep(0.2)
+        runs = get_json(proc, f"http://127.0.0.1:{port}/api/runs")["runs"]
         assert [r["rows"] for r in runs] == [90, 90]
         busy = subprocess.run([sys.executable, "-m", "threedb.sim.cli", "dashboard", str(run_dir), "--port", str(port)],
                               capture_output=True, text=True, timeout=60)
@@ -323,3 +332,24 @@ def test_cli_serves_runs_and_reports_a_busy_port(run_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_cli_serves_https_with_a_given_certificate(run_dir, tmp_path):
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key),
+                    "-out", str(cert), "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "threedb.sim.cli", "dashboard", str(run_dir), "--port", str(port),
+                             "--tls-cert", str(cert), "--tls-key", str(key)], stderr=subprocess.PIPE, text=True)
+    try:
+        runs = get_json(proc, f"https://127.0.0.1:{port}/api/runs", ssl.create_default_context(cafile=str(cert)))
+        assert runs["runs"][0]["rows"] == 90
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    half = subprocess.run([sys.executable, "-m", "threedb.sim.cli", "dashboard", str(run_dir), "--tls-cert", str(cert)],
+                          capture_output=True, text=True, timeout=60)
+    assert half.returncode == 2 and "--tls-key" in half.stderr and "Traceback" not in half.stderr
