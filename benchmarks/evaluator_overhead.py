@@ -8,7 +8,7 @@ the steady rate (first logged job to last) is printed beside it. Target: wall-ti
 evaluation on / off <= 1.10 (for the tiny CNN; the ResNet-18 line shows what a real model costs
 when it shares this machine's CPU cores with Blender).
 
-    python benchmarks/evaluator_overhead.py [--jobs 40] [--resolution 128] [--samples 16] [--repeats 1]
+    python benchmarks/evaluator_overhead.py [--jobs 40] [--resolution 128] [--samples 16] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats; medians are reported")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
     args = parser.parse_args()
     walls: dict[str, list[float]] = {}
     rates: dict[str, list[float]] = {}
