@@ -31,6 +31,7 @@ bench: setup
 	$(PY) benchmarks/render_overhead.py
 	$(PY) benchmarks/pipeline_efficiency.py
 	$(PY) benchmarks/evaluator_overhead.py
+	$(PY) benchmarks/evaluator_throughput.py
 	$(PY) benchmarks/render_scaling.py
 	$(PY) benchmarks/dashboard_load.py
 

@@ -24,11 +24,10 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evaluator_throughput import RESNET as RESNET_SPEC  # noqa: E402
 from pipeline_efficiency import pipeline_rate, write_experiment  # noqa: E402
 
-RESNET = {"torchvision": "resnet18", "resolution": [224, 224], "device": "cpu",
-          "label_map": "imagenet_classes.json",
-          "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+RESNET = {**RESNET_SPEC, "device": "cpu"}
 
 
 def variants(work: Path, jobs: int, resolution: int, samples: int) -> dict[str, Path]:

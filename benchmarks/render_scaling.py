@@ -20,28 +20,14 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluator_overhead import RESNET, variants  # noqa: E402
+from evaluator_overhead import variants  # noqa: E402
+from evaluator_throughput import load_resnet, seconds_per_image  # noqa: E402
 from pipeline_efficiency import bare_rate, pipeline_rate  # noqa: E402
-
-
-def resnet_seconds_per_image(work: Path, resolution: int, batch: int, batches: int = 3) -> float:
-    """Seconds per image of ResNet-18 (224 px, CPU, random weights) on ``resolution``-px renders."""
-    from threedb.evaluators.models import load_model
-
-    model = load_model(RESNET, base_dir=work, device="cpu")
-    images = np.random.default_rng(0).integers(0, 256, (batch, resolution, resolution, 3), dtype=np.uint8)
-    model.predict(images)  # warm-up
-    start = time.perf_counter()
-    for _ in range(batches):
-        model.predict(images)
-    return (time.perf_counter() - start) / (batches * batch)
 
 
 def main() -> int:
@@ -57,7 +43,7 @@ def main() -> int:
         render_only = configs["evaluation off (render-only)"]
         rates = {n: pipeline_rate(render_only, work / f"run{n}", args.jobs, render_workers=n) for n in (1, 2)}
         bare, _ = bare_rate(render_only)
-        eval_s = resnet_seconds_per_image(work, args.resolution, args.batch)
+        eval_s = seconds_per_image(load_resnet(work, "cpu"), args.resolution, args.batch, seconds=0.0)
     cores = os.cpu_count()
     print(f"scene: pybullet mug on city.exr, {args.resolution} px, {args.samples} spp, {args.jobs} jobs; "
           f"{cores} CPU cores (load average {os.getloadavg()[0]:.1f}), torch {torch.get_num_threads()} threads, "
