@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from threedb.dashboard.binning import Binned, bin_values
+from threedb.sim.binning import Binned, bin_values
 from threedb.dashboard.loader import Run
 from threedb.sim.errors import ThreeDBError
 

@@ -203,3 +203,13 @@ def test_progress_bar_on_a_terminal():
     p.update(ok=True)   # after the final tick: counted, nothing drawn
     p.tick(force=True)
     assert stream.getvalue() == out and p.ok == 3
+
+
+def test_non_finite_numbers_are_categories_and_missing_values_in_no_bin():
+    from threedb.sim.binning import bin_values
+
+    b = bin_values("x", [1.0, float("inf"), 2.0, None], max_distinct=5)
+    assert b.kind == "categorical" and b.codes.tolist()[-1] == -1 and len(b.labels) == 3
+    many = bin_values("x", [float(i) for i in range(12)] + [None], max_distinct=5)
+    assert many.kind == "numeric" and len(many.labels) == 5 and many.codes.tolist()[-1] == -1
+    assert many.codes.tolist()[:12] == [min(int(i / (11 / 5)), 4) for i in range(12)]

@@ -6,7 +6,8 @@
   environment and model file, per bin of every control parameter, and the worst parameter regions.
   :func:`format_summary` renders it as text.
 
-Binning of control parameters (the ``render_args`` keys): a numeric parameter with more than
+Binning of control parameters (the ``render_args`` keys), by :mod:`threedb.sim.binning` (the
+dashboard's rule with ``bins`` in place of its 10): a numeric parameter with more than
 ``bins`` (5) distinct values is cut into ``bins`` equal-width bins over its observed [min, max]
 (``[lo, hi)``, the last one ``[lo, hi]``); a parameter with at most ``bins`` distinct values, and
 every non-numeric one (booleans, strings, lists), has one bin per value. A bin's accuracy counts
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
+from threedb.sim.binning import bin_values
 from threedb.sim.store import read_rows
 
 #: Defaults of :func:`summarize`.
@@ -142,42 +144,29 @@ def _accuracy(c: collections.Counter) -> dict[str, Any]:
             "accuracy": (c["correct"] / n) if n else None}
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _label(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4g}"
-
-
 def bin_parameter(values: list[Any], outcomes: list[str], bins: int = BINS) -> list[dict[str, Any]]:
-    """The bins of one parameter (see the module docstring), each with its counts and accuracy.
+    """The bins of one parameter (:func:`threedb.sim.binning.bin_values` with ``bins``), each with
+    its counts and accuracy.
 
     Every bin is ``{"bin": label, "low", "high" (numeric bins, else None), "value" (one-value
     bins, else None), "jobs", "evaluated", "correct", "failed", "accuracy"}``, in value order.
     """
-    distinct = {_label(v): v for v in values}
-    numeric = bool(values) and all(_is_number(v) for v in values)
-    counters: dict[Any, collections.Counter] = collections.defaultdict(collections.Counter)
-    if numeric and len(distinct) > bins:
-        low, high = min(values), max(values)
-        width = (high - low) / bins
-        for value, outcome in zip(values, outcomes):
-            counters[min(int((value - low) / width), bins - 1)][outcome] += 1
-        keys = [(i, f"[{_fmt(low + i * width)}, {_fmt(low + (i + 1) * width)}{']' if i == bins - 1 else ')'}",
-                 low + i * width, low + (i + 1) * width, None) for i in range(bins)]
-    else:
-        for value, outcome in zip(values, outcomes):
-            counters[_label(value)][outcome] += 1
-        order = sorted(distinct, key=lambda k: (distinct[k], k)) if numeric else sorted(distinct)
-        keys = [(k, k, None, None, distinct[k]) for k in order]
+    binned = bin_values("", values, max_distinct=bins)
+    counters = [collections.Counter() for _ in binned.labels]
+    for code, outcome in zip(binned.codes.tolist(), outcomes):
+        if code >= 0:
+            counters[code][outcome] += 1
     out = []
-    for key, label, low, high, value in keys:
-        c = counters.get(key, collections.Counter())
+    for i, c in enumerate(counters):
+        if binned.edges is not None:
+            label, low, high, value = binned.labels[i], binned.edges[i], binned.edges[i + 1], None
+        else:
+            value = binned.values[i]
+            label, low, high = _label(value), None, None
         evaluated = c["correct"] + c["wrong"]
         out.append({"bin": label, "low": low, "high": high, "value": value,
                     "jobs": sum(c.values()), "evaluated": evaluated, "correct": c["correct"],
