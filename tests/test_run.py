@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from run_cli import start_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,11 +45,7 @@ def write_config(tmp: Path, *, fail_control: bool = False) -> Path:
     return path
 
 
-def start(config: Path, out: Path, *extra: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "threedb.sim.run.local", str(config), "--out", str(out),
-                             "--lease-timeout", "3", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, start_new_session=True)
+start = start_run   # ``threedb run CONFIG --out OUT --lease-timeout 3 EXTRA...`` (tests/run_cli.py)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> dict:
