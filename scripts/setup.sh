@@ -31,12 +31,15 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 echo "setup: installing Python packages into $VENV (first time: a few minutes)"
 # (this machine's pip config names local indexes that may not exist: drop those warnings only)
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]" \
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,peers]" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 # ImageNet-C corruptions: without its declared deps (they name the GUI opencv-python, a second cv2
 # needing numpy>=2); its real runtime deps are in pyproject.toml. threedb.controls.image.imagenet_c
 # adapts it (it imports pkg_resources, gone from setuptools>=81, and some corruptions need fixes).
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "imagecorruptions==1.1.2" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+# torchattacks (a peer of the attack benchmarks and agreement tests) pins requests~=2.25: no deps.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "torchattacks==3.5.1" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 "$VENV/bin/python" -c "import threedb.sim, bpy, torch, open3d" # fail here, not later, if anything is missing
 echo "$want" > "$stamp"
