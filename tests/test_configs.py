@@ -6,24 +6,52 @@ from pathlib import Path
 
 import pytest
 
+from threedb.evaluators.attack.config import load_attack_config
 from threedb.evaluators.training.config import load_train_config
 from threedb.policies.registry import make_policy
 from threedb.sim.config import load_config
+from threedb.sim.config.loader import load_chain
 from threedb.sim.experiment import prepare
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TRAINING = {"quickstart_train.yaml"}
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name not in TRAINING))
+def kind(path: Path) -> str:
+    """What a shipped config is for, from its merged top-level keys: a robustness job (``attacks:``),
+    a training (``training:`` + ``output:``), or an experiment of ``threedb run``/``render``."""
+    data = load_chain(path).data
+    if "attacks" in data:
+        return "attack"
+    if "training" in data and "output" in data:
+        return "training"
+    return "experiment"
+
+
+KINDS = {p.name: kind(p) for p in sorted(CONFIGS.glob("*.yaml"))}
+
+
+def of_kind(wanted: str) -> list[str]:
+    return [name for name, k in KINDS.items() if k == wanted]
+
+
+@pytest.mark.parametrize("name", of_kind("experiment"))
 def test_experiment_config_loads_and_prepares(name):
     prepared = prepare(load_config(CONFIGS / name))
     assert prepared.objects and prepared.environments
 
 
-@pytest.mark.parametrize("name", sorted(TRAINING))
+@pytest.mark.parametrize("name", of_kind("training"))
 def test_training_config_loads(name):
     assert load_train_config(CONFIGS / name).schema.training.epochs >= 1
+
+
+@pytest.mark.parametrize("name", of_kind("attack"))
+def test_attack_config_loads(name):
+    assert load_attack_config(CONFIGS / name).schema.attacks
+
+
+def test_every_kind_is_shipped():
+    assert {"experiment", "training", "attack"} <= set(KINDS.values())
 
 
 def test_quickstart_has_704_distinct_jobs():

@@ -230,24 +230,29 @@ def check_images(x: torch.Tensor) -> None:
 
 
 def input_gradient(model: Model, task: Task, x_adv: torch.Tensor, y: torch.Tensor, loss: str,
-                   target: Optional[torch.Tensor] = None, *,
-                   check_zero: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   target: Optional[torch.Tensor] = None, *, check_zero: bool = False,
+                   missing_as_zero: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(gradient of the summed per-example loss w.r.t. x_adv, per-example loss, output)``.
 
     A gradient that is missing, NaN, or (with ``check_zero``, used on an attack's first step) exactly
     zero on every example means the model is not differentiable as the attack needs (a
     non-differentiable defence): that is an error telling the user to wrap the model in BPDA, never a
-    silent "robust".
+    silent "robust". ``missing_as_zero`` (the naive evaluation of ``Attack(gradient_check=False)``)
+    turns a missing gradient into zeros instead of an error; NaN gradients always raise.
     """
     x_adv = x_adv.detach().requires_grad_(True)
     with torch.enable_grad():
         output = model(x_adv)
         per_example = task.loss(output, y, loss, target)
+        if missing_as_zero and not per_example.requires_grad:
+            return torch.zeros_like(x_adv), per_example.detach(), output.detach()
         try:
             (grad,) = torch.autograd.grad(per_example.sum(), x_adv, allow_unused=True)
         except RuntimeError as exc:
             raise GradientError(f"the model's output has no gradient with respect to its input ({exc}); "
                                 "wrap it with threedb.robustness.attacks.BPDA") from None
+    if grad is None and missing_as_zero:
+        grad = torch.zeros_like(x_adv)
     if grad is None:
         raise GradientError("the model's output does not depend differentiably on its input; "
                             "wrap it with threedb.robustness.attacks.BPDA")
@@ -304,7 +309,8 @@ class AttackResult:
 
     ``adv``: the adversarial inputs (in the ball and the box; the clean input where nothing better
     was found); ``success``: per example, the attack's goal met on ``adv``; ``queries``/``gradients``:
-    per example, forward passes and input-gradient computations spent.
+    per example, forward passes and input-gradient computations spent; ``extra``: attack-specific
+    per-example figures (``"loss"``: the loss the attack maximised, at ``adv``).
     """
 
     adv: torch.Tensor
@@ -317,18 +323,32 @@ class AttackResult:
 class Attack:
     """Base class: validates the budget and the inputs, runs :meth:`run` in eval mode.
 
-    Subclasses implement :meth:`run` ``(model, x, y, target, generator) -> AttackResult``.
-    ``targeted`` attacks need ``target=`` labels in :meth:`__call__`.
+    Subclasses implement :meth:`run` ``(model, x, y, target, generator) -> AttackResult`` and take
+    gradients through :meth:`gradient`. ``targeted`` attacks need ``target=`` labels in
+    :meth:`__call__`; untargeted ones refuse them. ``gradient_check`` (default ``True``): refuse a
+    model whose input gradient is exactly zero everywhere on the first step (see :meth:`gradient`).
     """
 
     name = "attack"
     uses_gradients = True
 
     def __init__(self, *, norm: Norm = "linf", eps: float = 8 / 255, task: Task | None = None,
-                 loss: str = "ce", targeted: bool = False, seed: int = 0) -> None:
+                 loss: str = "ce", targeted: bool = False, seed: int = 0, gradient_check: bool = True) -> None:
         check_budget(norm, eps)
         self.norm, self.eps, self.loss, self.targeted, self.seed = norm, float(eps), loss, targeted, seed
         self.task = task or Classification()
+        self.gradient_check = bool(gradient_check)
+
+    def gradient(self, model: Model, x_adv: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor],
+                 *, first: bool, loss: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:func:`input_gradient` under this attack's ``gradient_check`` (``first``: the attack's first step).
+
+        ``gradient_check=False`` is the *naive evaluation*: a zero or missing gradient is used as it is
+        (zero), so a non-differentiable defence looks robust; with the default ``True`` it raises
+        :class:`GradientError` suggesting BPDA.
+        """
+        return input_gradient(model, self.task, x_adv, y, loss or self.loss, target,
+                              check_zero=first and self.gradient_check, missing_as_zero=not self.gradient_check)
 
     def __call__(self, model: Model, x: torch.Tensor, y: torch.Tensor,
                  target: Optional[torch.Tensor] = None) -> AttackResult:
@@ -350,4 +370,4 @@ class Attack:
     def describe(self) -> dict:
         """The attack's settings, for reports."""
         return {"name": self.name, "norm": self.norm, "eps": self.eps, "loss": self.loss,
-                "targeted": self.targeted, "seed": self.seed}
+                "targeted": self.targeted, "seed": self.seed, "gradient_check": self.gradient_check}

@@ -14,8 +14,8 @@ from typing import Literal, Optional
 import torch
 
 from threedb.robustness.attacks.base import (Attack, AttackError, AttackResult, Best, Model, Norm, Task,
-                                             clip_to_threat, input_gradient, keep_stronger,
-                                             normalized_gradient, random_in_ball)
+                                             clip_to_threat, keep_stronger, normalized_gradient,
+                                             random_in_ball)
 
 Schedule = Literal["constant", "cosine", "step"]
 
@@ -38,13 +38,15 @@ class FGSM(Attack):
 
     def run(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor],
             generator: torch.Generator) -> AttackResult:
-        grad, _, _ = input_gradient(model, self.task, x, y, self.loss, target, check_zero=True)
+        grad, _, _ = self.gradient(model, x, y, target, first=True)
         adv = clip_to_threat(x + self.eps * normalized_gradient(grad, self.norm), x, self.norm, self.eps)
         with torch.no_grad():
-            success = self.task.success(model(adv), y, target)
+            out = model(adv)
+            success = self.task.success(out, y, target)
+            loss = self.task.loss(out, y, self.loss, target)
         n = x.shape[0]
         ones = torch.ones(n, dtype=torch.long, device=x.device)
-        return AttackResult(adv, success, 2 * ones, ones)
+        return AttackResult(adv, success, 2 * ones, ones, {"loss": loss})
 
 
 class PGD(Attack):
@@ -60,8 +62,9 @@ class PGD(Attack):
     def __init__(self, *, norm: Norm = "linf", eps: float = 8 / 255, steps: int = 10,
                  step_size: float | None = None, restarts: int = 1, random_start: bool = True,
                  schedule: Schedule = "constant", loss: str = "ce", targeted: bool = False,
-                 task: Task | None = None, seed: int = 0) -> None:
-        super().__init__(norm=norm, eps=eps, task=task, loss=loss, targeted=targeted, seed=seed)
+                 task: Task | None = None, seed: int = 0, gradient_check: bool = True) -> None:
+        super().__init__(norm=norm, eps=eps, task=task, loss=loss, targeted=targeted, seed=seed,
+                         gradient_check=gradient_check)
         if steps < 1 or restarts < 1:
             raise AttackError(f"steps and restarts must be >= 1 (got {steps}, {restarts})")
         step_size_at(1.0, 0, steps, schedule)  # validates the schedule name
@@ -76,8 +79,7 @@ class PGD(Attack):
             start_random = self.random_start or restart > 0
             x_adv = random_in_ball(x, self.norm, self.eps, generator) if start_random else x.clone()
             for t in range(self.steps):
-                grad, loss, out = input_gradient(model, self.task, x_adv, y, self.loss, target,
-                                                 check_zero=(restart == 0 and t == 0))
+                grad, loss, out = self.gradient(model, x_adv, y, target, first=(restart == 0 and t == 0))
                 keep_stronger(best, x_adv, loss, self.task.success(out, y, target))
                 alpha = step_size_at(self.step_size, t, self.steps, self.schedule)
                 x_adv = clip_to_threat(x_adv + alpha * normalized_gradient(grad, self.norm), x, self.norm, self.eps)
@@ -88,7 +90,7 @@ class PGD(Attack):
         per_restart = self.steps + 1
         queries = torch.full((n,), self.restarts * per_restart, dtype=torch.long, device=x.device)
         grads = torch.full((n,), self.restarts * self.steps, dtype=torch.long, device=x.device)
-        return AttackResult(best.adv, best.success, queries, grads)
+        return AttackResult(best.adv, best.success, queries, grads, {"loss": best.loss})
 
     def describe(self) -> dict:
         return {**super().describe(), "steps": self.steps, "step_size": self.step_size,

@@ -1,0 +1,210 @@
+"""The config of ``threedb attack CONFIG`` (YAML; ``base_config:`` chains and ``--set`` work; docs/attacks.md).
+
+::
+
+    seed: 0
+    device: auto                       # auto | cpu | cuda | cuda:N (--device overrides)
+    model: {card: ../assets/models/quickstart/card.json}   # or an inline `inference:` mapping
+    data:
+      root: ../assets/datasets/quickstart_heldout          # an ImageDataset folder
+      max_examples: 110                # stratified over the classes; null: every example
+      batch_size: 32
+      environments: null               # optional list: only these render environments
+    task: classification               # classification | segmentation
+    threat: {norm: linf, eps: 2/255}   # eps: a number or "a/b"; linf eps in [0, 1]
+    attacks:                           # run in order on every example; the worst case is reported
+      - {type: fgsm}
+      - {type: pgd, steps: 10}
+      - {type: apgd, steps: 20}        # loss: ce | dlr
+      - {type: apgdt, steps: 20, target_classes: 3}
+      - {type: square, queries: 300}
+    defense: null                      # optional input transform {module|file, class, args} before the model
+    bpda: false                        # gradients through `defense` by straight-through (BPDA)
+    eot: null                          # {samples: 10, average: probs}: expectation over a randomized model
+    grid: {examples: 16}
+    output: ../runs/attack_quickstart  # --out overrides
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from threedb.evaluators.jobs.config import MODEL_PATH_KEYS, JobConfig, load_job_config
+from threedb.robustness.attacks import APGD, APGDT, FGSM, PGD, Attack, AttackError, Square
+from threedb.robustness.attacks.base import check_budget
+
+_STRICT = ConfigDict(extra="forbid")
+
+#: ``type:`` of an attack entry -> its class.
+ATTACK_TYPES: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD, "apgdt": APGDT, "square": Square}
+#: Constructor arguments the job sets itself (one threat model per job, seeds per batch).
+JOB_ARGS = frozenset({"norm", "eps", "task", "seed", "targeted", "gradient_check"})
+PATH_KEYS = (("data", "root"), ("output",), ("defense", "file"), *MODEL_PATH_KEYS)
+
+
+def parse_eps(value: Any) -> float:
+    """A budget as a number or a fraction string (``"8/255"``)."""
+    if isinstance(value, str):
+        try:
+            return float(Fraction(value.replace(" ", "")))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"must be a number or a fraction like 8/255, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number or a fraction like 8/255, got {value!r}")
+    return float(value)
+
+
+class DataConfig(BaseModel):
+    model_config = _STRICT
+    root: str
+    max_examples: Optional[int] = Field(None, gt=0)
+    batch_size: int = Field(32, gt=0)
+    environments: Optional[list[str]] = None
+
+
+class ThreatConfig(BaseModel):
+    model_config = _STRICT
+    norm: Literal["linf", "l2"] = "linf"
+    eps: float
+
+    @field_validator("eps", mode="before")
+    @classmethod
+    def _eps(cls, value: Any, info: Any) -> float:
+        eps = parse_eps(value)
+        try:
+            check_budget(info.data.get("norm", "linf"), eps)
+        except AttackError as exc:
+            raise ValueError(str(exc)) from None
+        return eps
+
+
+class EOTConfig(BaseModel):
+    model_config = _STRICT
+    samples: int = Field(10, gt=0)
+    average: Literal["probs", "logits"] = "probs"
+
+
+class DefenseConfig(BaseModel):
+    """An input transform (``nn.Module`` or callable factory) applied before the model: the defence."""
+
+    model_config = _STRICT
+    module: Optional[str] = None
+    file: Optional[str] = None
+    # `class` is a Python keyword: the attribute is cls, the config key class
+    cls: str = Field(alias="class")
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class GridConfig(BaseModel):
+    model_config = _STRICT
+    examples: int = Field(16, ge=0, le=64)
+
+
+class AttackSchema(BaseModel):
+    model_config = _STRICT
+    seed: int = 0
+    device: str = "auto"
+    title: Optional[str] = None
+    model: dict[str, Any]
+    data: DataConfig
+    task: Literal["classification", "segmentation"] = "classification"
+    threat: ThreatConfig
+    attacks: list[dict[str, Any]] = Field(min_length=1)
+    defense: Optional[DefenseConfig] = None
+    bpda: bool = False
+    eot: Optional[EOTConfig] = None
+    grid: GridConfig = Field(default_factory=GridConfig)
+    output: str
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One validated ``attacks[i]`` entry: its report name, class and keyword arguments."""
+
+    index: int
+    name: str
+    type: str
+    cls: type[Attack]
+    args: dict[str, Any]
+
+    def build(self, *, norm: str, eps: float, task: Any, seed: int) -> Attack:
+        """The attack for one batch (``seed`` differs per batch)."""
+        kwargs = dict(self.args, eps=eps, task=task, seed=seed)
+        if self.cls is not Square:
+            kwargs["norm"] = norm
+        return self.cls(**kwargs)
+
+
+def default_name(kind: str, args: Mapping[str, Any]) -> str:
+    if kind == "apgd":
+        return f"apgd-{args.get('loss', 'ce')}"
+    return {"apgdt": "apgd-t"}.get(kind, kind)
+
+
+def attack_specs(config: JobConfig[AttackSchema]) -> list[AttackSpec]:
+    """Validate every ``attacks[i]`` entry (type, argument names and values) by building it once."""
+    schema = config.schema
+    specs: list[AttackSpec] = []
+    names: set[str] = set()
+    for i, entry in enumerate(schema.attacks):
+        key = f"attacks[{i}]"
+        kind = entry.get("type")
+        if kind not in ATTACK_TYPES:
+            raise config.error(f"{key}.type" if "type" in entry else key,
+                               f"unknown attack type {kind!r}" if "type" in entry else "needs a type:",
+                               value=kind, expected=f"one of {', '.join(ATTACK_TYPES)}")
+        cls = ATTACK_TYPES[kind]
+        allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in JOB_ARGS | {"self"}]
+        args = {k: v for k, v in entry.items() if k not in ("type", "name")}
+        for arg in args:
+            if arg not in allowed:
+                why = (f"{arg} is set by the job for every attack (threat.norm/threat.eps, seed, task)"
+                       if arg in JOB_ARGS else f"unknown argument {arg!r} for {kind}")
+                raise config.error(f"{key}.{arg}", why, value=args[arg], expected=f"one of {', '.join(allowed)}")
+        if kind == "square" and schema.threat.norm != "linf":
+            raise config.error(f"{key}.type", "the Square attack is L-inf only; threat.norm is l2",
+                               value=kind, expected="a gradient attack (fgsm, pgd, apgd, apgdt) under l2")
+        name = entry.get("name") or default_name(kind, args)
+        if not isinstance(name, str) or name in ("clean", "worst"):
+            raise config.error(f"{key}.name", "must be a string other than clean and worst", value=name)
+        if "name" not in entry:
+            base, n = name, 2
+            while name in names:
+                name, n = f"{base}-{n}", n + 1
+        elif name in names:
+            raise config.error(f"{key}.name", f"attack name {name!r} is used twice", value=name)
+        names.add(name)
+        spec = AttackSpec(i, name, kind, cls, args)
+        try:
+            from threedb.robustness.attacks import Classification, Segmentation
+
+            task = Segmentation() if schema.task == "segmentation" else Classification()
+            spec.build(norm=schema.threat.norm, eps=schema.threat.eps, task=task, seed=0)
+        except AttackError as exc:
+            bad = next((a for a in args if a in str(exc)), None)
+            raise config.error(f"{key}.{bad}" if bad else key, str(exc), value=args.get(bad) if bad else kind) from None
+        except (TypeError, ValueError) as exc:
+            raise config.error(key, f"bad arguments for {kind}: {exc}", value=args) from None
+        specs.append(spec)
+    return specs
+
+
+def load_attack_config(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> JobConfig[AttackSchema]:
+    """Load and validate an attack job config (attacks included); errors name the file and the key."""
+    config = load_job_config(path, AttackSchema, path_keys=PATH_KEYS, overrides=overrides)
+    attack_specs(config)
+    defense = config.schema.defense
+    if defense is not None and (defense.module is None) == (defense.file is None):
+        raise config.error("defense", "name the transform with exactly one of module: or file:", value=None)
+    if config.schema.bpda and defense is None:
+        raise config.error("bpda", "BPDA approximates the gradient of a non-differentiable input transform: "
+                           "give that transform as defense: {module|file, class, args}", value=True)
+    return config
+
+
+__all__ = ["ATTACK_TYPES", "AttackSchema", "AttackSpec", "attack_specs", "load_attack_config", "parse_eps"]

@@ -1,0 +1,135 @@
+"""``grid.png``: clean vs adversarial examples with the true label and both predictions, and the
+perturbation amplified to be visible.
+
+The examples shown are the first ``grid.examples`` that an attack broke (clean-correct, then fooled), topped
+up with the first others. Their images are kept in ``OUT/grid.npz`` as batches finish, so a resumed job
+draws the grid of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from threedb.evaluators.jobs.plots import new_figure
+
+STORE = "grid.npz"
+
+
+class GridStore:
+    """Up to ``k`` broken and ``k`` other examples (id, clean image, worst-case adversarial image)."""
+
+    def __init__(self, out_dir: Path, k: int, *, keep_ids: Iterable[str] = ()) -> None:
+        self.path, self.k, self.dirty = Path(out_dir) / STORE, k, False
+        self.entries: dict[str, list[dict[str, Any]]] = {"broken": [], "other": []}
+        keep = set(keep_ids)
+        if self.path.is_file() and k:
+            with np.load(self.path, allow_pickle=False) as data:
+                for i, example_id in enumerate(data["ids"].tolist()):
+                    if example_id in keep:  # entries of rows a resume dropped are redone
+                        self.entries[str(data["kinds"][i])].append(
+                            {"id": example_id, "index": int(data["index"][i]),
+                             "clean": data["clean"][i], "adv": data["adv"][i]})
+
+    def offer(self, batch: Any, result: Any, rows: Sequence[Mapping[str, Any]], preds: Any) -> None:
+        """Keep the batch's examples that the grid still has room for."""
+        for j, row in enumerate(rows):
+            kind = "broken" if row["clean_correct"] and not row["robust"] else "other"
+            if len(self.entries[kind]) < self.k:
+                name = shown_attack(row)
+                adv = result.results[name].adv[j]
+                self.entries[kind].append({"id": row["id"], "index": row["index"],
+                                           "clean": batch.x[j].detach().cpu().numpy().astype(np.float16),
+                                           "adv": adv.detach().cpu().numpy().astype(np.float16)})
+                self.dirty = True
+
+    def save(self) -> None:
+        """Rewrite ``grid.npz`` atomically when it changed."""
+        if not self.dirty:
+            return
+        chosen = [(kind, e) for kind in ("broken", "other") for e in self.entries[kind]]
+        buffer = io.BytesIO()
+        np.savez(buffer, ids=np.array([e["id"] for _, e in chosen], dtype=str),
+                 kinds=np.array([kind for kind, _ in chosen], dtype=str),
+                 index=np.array([e["index"] for _, e in chosen], dtype=np.int64),
+                 clean=np.stack([e["clean"] for _, e in chosen]) if chosen else np.zeros((0,)),
+                 adv=np.stack([e["adv"] for _, e in chosen]) if chosen else np.zeros((0,)))
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_bytes(buffer.getvalue())
+        tmp.replace(self.path)
+        self.dirty = False
+
+    def shown(self) -> list[dict[str, Any]]:
+        """The examples to draw: broken first, then others, ``k`` at most, each group in example order."""
+        broken = sorted(self.entries["broken"], key=lambda e: e["index"])
+        other = sorted(self.entries["other"], key=lambda e: e["index"])
+        return (broken + other)[:self.k]
+
+
+def _image(chw: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(chw, dtype=np.float32).transpose(1, 2, 0), 0, 1)
+
+
+def draw_grid(store: GridStore, rows_by_id: Mapping[str, Mapping[str, Any]], classes: Sequence[str],
+              out_dir: Path, *, eps: float, segmentation: bool = False) -> dict[str, str] | None:
+    """Draw ``grid.png``: per example, clean | adversarial | perturbation (scaled so eps is full range)."""
+    shown = store.shown()
+    if not shown:
+        return None
+    per_row = 2  # examples per grid row, each taking three panels
+    nrows = (len(shown) + per_row - 1) // per_row
+    fig = new_figure(width=3 * per_row * 1.6, height=nrows * 1.95)
+    gs = fig.add_gridspec(nrows, 3 * per_row)
+    for n, entry in enumerate(shown):
+        row = rows_by_id[entry["id"]]
+        r, c = divmod(n, per_row)
+        clean, adv = _image(entry["clean"]), _image(entry["adv"])
+        delta = adv - clean
+        panels = [(clean, _clean_caption(row, classes, segmentation)),
+                  (adv, _adv_caption(row, classes, segmentation)),
+                  (np.clip(0.5 + delta / (2 * eps if eps > 0 else 1.0), 0, 1), f"delta x{0.5 / eps:.0f}"
+                   if eps > 0 else "delta")]
+        for p, (img, caption) in enumerate(panels):
+            ax = fig.add_subplot(gs[r, 3 * c + p])
+            ax.imshow(img, interpolation="nearest")
+            ax.set_title(caption, fontsize=6.5, color="firebrick" if p == 1 and not row["robust"] else "black")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("clean | worst-case adversarial | perturbation (0.5 + delta / 2 eps)", fontsize=8)
+    path = Path(out_dir) / "grid.png"
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
+    write_atomic_bytes(path, buffer.getvalue())
+    return {"title": "clean vs worst-case adversarial examples (true label, predictions, amplified perturbation)",
+            "png": "grid.png"}
+
+
+def write_atomic_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _clean_caption(row: Mapping[str, Any], classes: Sequence[str], segmentation: bool) -> str:
+    if segmentation:
+        return f"clean: acc {row['clean']['pixel_accuracy']:.2f}"
+    return f"{row['label_name']}\nclean: {classes[row['clean_prediction']]}"
+
+
+def shown_attack(row: Mapping[str, Any]) -> str:
+    """The attack whose output the grid shows: the worst-case one, or the first when none broke the example."""
+    name = row["worst_attack"]
+    return next(iter(row["attacks"])) if name in (None, "clean") else name
+
+
+def _adv_caption(row: Mapping[str, Any], classes: Sequence[str], segmentation: bool) -> str:
+    name = shown_attack(row)
+    attack = row["attacks"][name]
+    if segmentation:
+        return f"{name}: acc {attack['pixel_accuracy']:.2f}"
+    return f"{name}: {classes[attack['prediction']]}\nnorm {attack['norm']:.4f}"
+
+
+__all__ = ["GridStore", "draw_grid", "shown_attack"]

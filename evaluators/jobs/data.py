@@ -1,0 +1,118 @@
+"""The dataset and model of a robustness job, in pixel space: batches of ``[0, 1]`` images at the model
+resolution and a model of such images (normalisation inside, :func:`threedb.evaluators.pixel_space.pixel_model`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from threedb.evaluators.models import LoadedModel, load_model
+from threedb.evaluators.pixel_space import pixel_model
+from threedb.evaluators.preprocess import Preprocess
+
+
+class TensorOutput(nn.Module):
+    """A model whose output is a tuple or a ``{"out": ...}`` mapping (torchvision segmentation), as a tensor."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if isinstance(out, Mapping):
+            out = out["out"]
+        elif isinstance(out, (tuple, list)):
+            out = out[0]
+        return out
+
+
+@dataclass
+class JobModel:
+    """A loaded model as a function of ``[0, 1]`` NCHW images, with what the report says about it."""
+
+    model: nn.Module
+    loaded: LoadedModel
+    preprocess: Preprocess       #: resize to the model resolution and scale to [0, 1] (no normalisation)
+    output_shape: tuple[int, ...]   #: per-image output shape on a blank image (``(K,)`` or ``(K, H, W)``)
+    card: str | None = None         #: the model card it came from, when any
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.loaded.source, "kind": self.loaded.kind, "card": self.card, "classes": self.loaded.class_names,
+                "resolution": list(self.preprocess.resolution) if self.preprocess.resolution else None,
+                "output_shape": list(self.output_shape)}
+
+
+def load_job_model(spec: Mapping[str, Any], *, base_dir: str | Path, device: torch.device,
+                   file: Any = None, key: str = "model") -> JobModel:
+    """Load an ``inference:`` mapping as a pixel-space model; the output is checked against the label map."""
+    loaded = load_model(spec, base_dir=base_dir, file=file, key=key, device=device, check_output=True)
+    model, pre = pixel_model(loaded)
+    wrapped = TensorOutput(model).eval()
+    h, w = pre.resolution or (224, 224)
+    with torch.no_grad():
+        out = wrapped(torch.zeros(1, 3, h, w, device=loaded.device))
+    return JobModel(wrapped, loaded, pre, tuple(out.shape[1:]))
+
+
+def stratified(labels: Sequence[int], n: int | None) -> list[int]:
+    """Indices of at most ``n`` examples taken round-robin over the classes (dataset order within a class),
+    so every class is represented about equally and each batch mixes classes; ``None`` keeps all, in order."""
+    if n is None or n >= len(labels):
+        return list(range(len(labels)))
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(i)
+    queues = [by_class[c] for c in sorted(by_class)]
+    out: list[int] = []
+    depth = 0
+    while len(out) < n:
+        for queue in queues:
+            if depth < len(queue) and len(out) < n:
+                out.append(queue[depth])
+        depth += 1
+    return out
+
+
+@dataclass
+class Batch:
+    """A batch of examples: ``x`` in [0, 1] at the model resolution, labels, ids, and masks when asked."""
+
+    index: int
+    start: int                   #: position of its first example in the job's example order
+    x: torch.Tensor
+    y: torch.Tensor
+    ids: list[str]
+    masks: torch.Tensor | None = None   #: bool NxHxW object masks at the model resolution
+
+
+def iterate_batches(dataset: Any, indices: Sequence[int], preprocess: Preprocess, batch_size: int,
+                    device: torch.device, *, start_batch: int = 0, masks: bool = False) -> Iterator[Batch]:
+    """Batches of ``dataset[indices]`` (an :class:`~threedb.evaluators.datasets.ImageDataset` with extras),
+    from batch ``start_batch`` on; batch ``b`` always holds the same examples, so a resumed job sees the
+    batches of an uninterrupted one."""
+    for b in range(start_batch, (len(indices) + batch_size - 1) // batch_size):
+        chunk = indices[b * batch_size:(b + 1) * batch_size]
+        items = [dataset[i] for i in chunk]
+        images = [item[0].permute(1, 2, 0) for item in items]  # 3xHxW uint8 -> HxWx3
+        x = preprocess(images).to(device)
+        y = torch.tensor([int(item[1]) for item in items], dtype=torch.long, device=device)
+        ids = [str(item[2]["id"]) for item in items]
+        mask_t = None
+        if masks:
+            stacked = [item[2]["mask"].float()[None, None] for item in items]
+            size = tuple(x.shape[-2:])
+            mask_t = torch.cat([F.interpolate(m, size=size, mode="nearest") for m in stacked])[:, 0] > 0.5
+            mask_t = mask_t.to(device)
+        yield Batch(b, b * batch_size, x, y, ids, mask_t)
+
+
+__all__ = ["Batch", "JobModel", "TensorOutput", "iterate_batches", "load_job_model", "stratified"]
