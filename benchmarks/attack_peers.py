@@ -103,6 +103,7 @@ def main() -> int:
         for _ in range(args.repeats):
             for lib, run in libs.items():       # interleaved, so load changes hit every library alike
                 adv, seconds = timed(run, device)
+                adv = adv.detach()
                 if float((adv - x).abs().max()) > eps + 1e-5 or float(adv.min()) < 0 or float(adv.max()) > 1:
                     raise SystemExit(f"{lib} {name}: output outside the ball or the box")
                 times[lib].append(seconds)

@@ -1,5 +1,5 @@
-"""``threedb dashboard RUN_DIR [RUN_DIR ...] [--host H] [--port P] [--tls-cert F --tls-key F]``: serve
-the results dashboard."""
+"""``threedb dashboard DIR [DIR ...] [--host H] [--port P] [--tls-cert F --tls-key F]``: serve the results
+dashboard over run directories and robustness reports (directories holding a job's ``report.json``)."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +22,21 @@ def open_runs(paths: list[str]) -> list:
         if run.skipped:
             print(f"warning: {run.details}: skipped {run.skipped} corrupt line(s)", file=sys.stderr)
     return runs
+
+
+def open_dirs(paths: list[str]) -> tuple[list, list]:
+    """``(runs, reports)``: each directory holding a robustness job's ``report.json`` (or a job's output
+    still running) is a report, any other a run; each list is numbered in command-line order. A
+    malformed report.json is a ReportError naming it."""
+    from threedb.dashboard.reports import Report, is_report_dir
+
+    report_paths = [p for p in paths if is_report_dir(p)]
+    runs = open_runs([p for p in paths if p not in report_paths])
+    reports = [Report(p, index=i) for i, p in enumerate(report_paths)]
+    for report in reports:
+        for problem in report.problems:
+            print(f"warning: {problem} (not served)", file=sys.stderr)
+    return runs, reports
 
 
 def _check_free(host: str, port: int) -> None:
@@ -51,16 +66,19 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     for key, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if value and not Path(value).is_file():
             raise ConfigError("no such file", key=key, value=value)
-    runs = open_runs(args.run_dirs)
+    runs, reports = open_dirs(args.run_dirs)
     _check_free(args.host, args.port)
     companion = [Path(args.companion_dir) / f"{run.index}-{run.name}" for run in runs] if args.companion_dir else None
     hosts = ["*"] if args.host not in LOOPBACK else list(LOOPBACK)
     if args.host not in LOOPBACK:
         print(f"warning: serving on {args.host}: anyone who can reach this port can read these runs' results",
               file=sys.stderr)
-    app = create_app(runs, allowed_hosts=hosts, companion_dirs=companion)
+    app = create_app(runs, allowed_hosts=hosts, companion_dirs=companion, reports=reports)
     for run in runs:
         print(f"run {run.index}: {run.path} ({len(run)} rows)", file=sys.stderr)
+    for report in reports:
+        state = f"{report.data['job']}: {report.data['title']}" if report.data else "no report.json yet"
+        print(f"report {report.index}: {report.path} ({state})", file=sys.stderr)
     scheme = "https" if args.tls_cert else "http"
     print(f"dashboard at {scheme}://{args.host}:{args.port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
@@ -75,8 +93,10 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``threedb dashboard``."""
     parser.description = ("Explore run directories (threedb or original 3DB logs) in the browser, live while "
                           "runs are still writing: heat maps, failure modes, per-object and per-environment "
-                          "analysis, surface heat maps, run comparison, and the companion phone page.")
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (with details.log)")
+                          "analysis, surface heat maps, run comparison, and the companion phone page; and "
+                          "robustness reports (attack, certify, ... output directories) side by side.")
+    parser.add_argument("run_dirs", nargs="+", metavar="DIR",
+                        help="run directories (with details.log) and robustness job outputs (with report.json)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8001, help="TCP port (default 8001)")
     parser.add_argument("--companion-dir", metavar="DIR",

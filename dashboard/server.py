@@ -1,8 +1,10 @@
 """The dashboard's HTTP server (Starlette app, served by uvicorn): static front end + JSON API.
 
-Every request re-reads only what was appended to each ``details.log`` since the last one, so the
-API is live while runs are still writing. Ids and pass names from URLs are only looked up among a
-run's known ids and :data:`~threedb.dashboard.loader.PASSES`; nothing from a URL is joined into a path.
+Every request re-reads only what was appended to each ``details.log`` since the last one (and each
+robustness ``report.json`` when it changed), so the API is live while runs and jobs are still
+writing. Ids and pass names from URLs are only looked up among a run's known ids and
+:data:`~threedb.dashboard.loader.PASSES`, report files by their index in the list the server built
+when reading the report; nothing from a URL is joined into a path.
 See docs/dashboard.md for the endpoints.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from threedb.dashboard import analysis, imaging
 from threedb.dashboard.companion import Companion, CompanionMissing
 from threedb.dashboard.loader import PASSES, Run
+from threedb.dashboard.reports import MEDIA, Report, ReportError
 from threedb.sim.errors import ThreeDBError
 
 STATIC = Path(__file__).parent / "static"
@@ -62,8 +65,10 @@ def _bins(request: Request, key: str) -> dict[str, int]:
 class Dashboard:
     """The runs being served and the request handlers."""
 
-    def __init__(self, runs: Sequence[Run], companion_dirs: Sequence[Path | None] | None = None) -> None:
+    def __init__(self, runs: Sequence[Run], companion_dirs: Sequence[Path | None] | None = None,
+                 reports: Sequence[Report] = ()) -> None:
         self.runs = list(runs)
+        self.reports = list(reports)
         dirs = list(companion_dirs) if companion_dirs is not None else [None] * len(self.runs)
         self.companions = [Companion(run, d) for run, d in zip(self.runs, dirs)]
         self._lock = threading.Lock()
@@ -84,7 +89,38 @@ class Dashboard:
             raise NotFound(f"unknown id {job_id!r} in run {run.name!r}")
         return run, job_id
 
+    def report(self, request: Request) -> Report:
+        i = request.path_params["i"]
+        if not 0 <= i < len(self.reports):
+            raise NotFound(f"no report {i} ({len(self.reports)} robustness report(s) are open)")
+        return self.reports[i]
+
     # -- handlers (sync: Starlette runs them in its thread pool) ---------------------------------------
+    def reports_info(self, request: Request) -> Any:
+        out = []
+        for report in self.reports:
+            try:
+                out.append(report.info())
+            except ReportError as exc:  # one broken report does not hide the others
+                out.append({"index": report.index, "name": report.name, "path": str(report.path),
+                            "state": "error", "error": str(exc), "job": None, "title": report.name,
+                            "created": None, "headline": {}, "version": -1, "problems": []})
+        return {"reports": out}
+
+    def report_full(self, request: Request) -> Any:
+        return self.report(request).full()
+
+    def report_file(self, request: Request) -> Response:
+        report = self.report(request)
+        k = request.path_params["k"]
+        f = report.file_at(k)
+        if f is None:
+            raise NotFound(f"report {report.index} ({report.name!r}) has no servable file {k}")
+        headers = {"Cache-Control": "no-cache"}
+        if f.kind == "svg":  # an SVG can carry scripts: opened directly, it runs sandboxed (no script, no origin)
+            headers["Content-Security-Policy"] = "sandbox"
+        return FileResponse(f.path, media_type=MEDIA[f.kind], headers=headers)
+
     def runs_info(self, request: Request) -> Any:
         out = []
         for run in self.runs:
@@ -214,9 +250,10 @@ def _page(name: str) -> Callable[[Request], Response]:
 
 
 def create_app(runs: Sequence[Run], *, allowed_hosts: Sequence[str] = ("127.0.0.1", "localhost", "::1"),
-               companion_dirs: Sequence[Path | None] | None = None) -> Starlette:
-    """The dashboard application over ``runs`` (their ``index`` must be their position)."""
-    d = Dashboard(runs, companion_dirs)
+               companion_dirs: Sequence[Path | None] | None = None, reports: Sequence[Report] = ()) -> Starlette:
+    """The dashboard application over ``runs`` and robustness ``reports`` (each one's ``index`` must be
+    its position in its list)."""
+    d = Dashboard(runs, companion_dirs, reports)
 
     def api(path: str, handler: Callable[[Request], Any], methods: Sequence[str] = ("GET",)) -> Route:
         return Route(path, _wrap(handler), methods=list(methods))
@@ -240,6 +277,9 @@ def create_app(runs: Sequence[Run], *, allowed_hosts: Sequence[str] = ("127.0.0.
         api("/api/runs/{r:int}/companion/{job_id}", d.companion_info),
         api("/api/runs/{r:int}/companion/{job_id}/export", d.companion_export, ("POST",)),
         api("/api/runs/{r:int}/companion/{job_id}/files/{kind}", d.companion_file),
+        api("/api/reports", d.reports_info),
+        api("/api/reports/{i:int}", d.report_full),
+        api("/api/reports/{i:int}/files/{k:int}", d.report_file),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 

@@ -1,8 +1,9 @@
-"""Small classifier architectures that train on a CPU in minutes (the shipped quickstart model's).
+"""Small architectures that train on a CPU in minutes: ``SmallResNet`` (the shipped quickstart
+classifier) and ``UNet`` (segmentation of rendered masks).
 
 Refer to one from a config as ``module: threedb.evaluators.architectures`` + ``class: SmallResNet``
-(``args: {num_classes: N, width: W}``), in ``inference:`` (to evaluate) and in a training config's
-``model:`` (to train).
+(``args: {num_classes: N, width: W}``) or ``class: UNet``, in ``inference:`` (to evaluate) and in a
+training config's ``model:`` (to train).
 """
 from __future__ import annotations
 
@@ -51,3 +52,53 @@ class SmallResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.stem(x)))
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 conv-BN-ReLU layers (the UNet's unit)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class UNet(nn.Module):
+    """A small UNet for semantic segmentation: ``depth`` levels of :class:`ConvBlock` with 2x2 max-pooling
+    down (``width x 2**i`` channels at level ``i``), bilinear upsampling up with skip concatenations,
+    and a 1x1 convolution to ``num_classes`` logits ``NxKxHxW``.
+
+    Any ``H, W`` works: inputs whose sides are not multiples of ``2**depth`` are padded (edge
+    replication) and the logits cropped back. With ``width=16, depth=3`` it has about 0.49 M parameters
+    and trains on a CPU in minutes at 64 x 64 px.
+    Refer to it from a config as ``module: threedb.evaluators.architectures`` + ``class: UNet``.
+    """
+
+    def __init__(self, num_classes: int, width: int = 16, depth: int = 3, in_channels: int = 3) -> None:
+        super().__init__()
+        if num_classes < 1 or width < 1 or depth < 1 or in_channels < 1:
+            raise ValueError(f"UNet: num_classes, width, depth and in_channels must be >= 1, got "
+                             f"{num_classes}, {width}, {depth}, {in_channels}")
+        self.depth = depth
+        widths = [width * 2 ** i for i in range(depth + 1)]
+        self.down = nn.ModuleList([ConvBlock(in_channels, widths[0])] +
+                                  [ConvBlock(widths[i], widths[i + 1]) for i in range(depth)])
+        self.up = nn.ModuleList([ConvBlock(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth))])
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        step = 2 ** self.depth
+        pad_h, pad_w = -h % step, -w % step
+        if pad_h or pad_w:
+            x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else nn.functional.max_pool2d(x, 2))
+            skips.append(x)
+        skips.pop()  # the bottleneck output is x itself
+        for block in self.up:
+            skip = skips.pop()
+            x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], 1))
+        return self.head(x)[..., :h, :w]

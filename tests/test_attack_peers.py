@@ -42,3 +42,19 @@ def test_pgd_at_least_as_strong_as_peers(setup) -> None:
     ours = attacks.PGD(eps=EPS, steps=STEPS, step_size=ALPHA)(model, x, y).adv
     _check(model, x, y, ours, {"torchattacks": peers.torchattacks_pgd(EPS, STEPS, ALPHA)(model, x, y),
                                "art": peers.art_pgd(EPS, STEPS, ALPHA, 1, k, N)(model, x, y)})
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_apgd_at_least_as_strong_as_peers(setup, loss) -> None:
+    model, x, y, k = setup
+    ours = attacks.APGD(eps=EPS, steps=STEPS, loss=loss)(model, x, y).adv
+    _check(model, x, y, ours, {"torchattacks": peers.torchattacks_apgd(EPS, STEPS, loss)(model, x, y),
+                               "art": peers.art_apgd(EPS, STEPS, loss, k, N)(model, x, y)})
+
+
+def test_square_at_least_as_strong_as_peers(setup) -> None:
+    model, x, y, k = setup
+    queries = 100
+    ours = attacks.Square(eps=EPS, queries=queries)(model, x, y).adv
+    # ART's Square takes about a minute here (one query at a time); benchmarks/attack_peers.py runs it.
+    _check(model, x, y, ours, {"torchattacks": peers.torchattacks_square(EPS, queries)(model, x, y)})

@@ -33,6 +33,11 @@ const short = (name) => name.replace(/^render_args\./, "");
 async function loadRuns() {
   const data = await api("/api/runs");
   state.runs = data.runs;
+  const none = data.runs.length === 0;  // a dashboard over robustness reports only
+  $("run-label").hidden = none;
+  $("live").hidden = none;
+  document.querySelectorAll("#tabs button:not([data-tab=robustness])").forEach((b) => { b.hidden = none; });
+  if (none) return data.runs;
   const select = $("run-select");
   if (select.options.length !== data.runs.length) {
     select.replaceChildren(...data.runs.map((r) => h("option", {value: r.index}, `${r.index}: ${r.name}`)));
@@ -51,7 +56,9 @@ async function poll() {
     const runs = await loadRuns();
     const changed = runs.some((r) => state.versions[r.index] !== undefined && state.versions[r.index] !== r.version);
     runs.forEach((r) => { state.versions[r.index] = r.version; });
-    if (changed) await refresh();
+    const reportsChanged = await loadReports();
+    if (changed && state.tab !== "robustness") await refresh();
+    if (reportsChanged && state.tab === "robustness") await drawRobustness();
   } catch (err) { /* server gone or restarting: keep polling quietly */ }
   setTimeout(poll, POLL_MS);
 }
@@ -292,11 +299,11 @@ async function drawCompare() {
 }
 
 const DRAW = {explore: refreshExplore, failures: drawFailures, objects: drawObjects, environments: drawEnvironments,
-              surface: drawSurface, compare: drawCompare};
+              surface: drawSurface, compare: drawCompare, robustness: () => drawRobustness()};
 
 async function refresh() {
   try {
-    await loadParams();
+    if (state.runs.length) await loadParams();
     await DRAW[state.tab]();
   } catch (err) { showError(err); }
 }
@@ -324,7 +331,9 @@ window.addEventListener("DOMContentLoaded", async () => {
   try {
     const runs = await loadRuns();
     runs.forEach((r) => { state.versions[r.index] = r.version; });
-    await refresh();
+    await loadReports();
+    if (!runs.length) showTab("robustness");
+    else await refresh();
     document.body.dataset.ready = "1";
   } catch (err) { showError(err); }
   setTimeout(poll, POLL_MS);
