@@ -4,7 +4,7 @@ VENV ?= .venv
 THREEDB := $(VENV)/bin/threedb
 PY := $(VENV)/bin/python
 
-.PHONY: setup run preview test bench clean
+.PHONY: setup run preview test bench bench-robustness clean
 
 setup:
 	@bash scripts/setup.sh
@@ -34,6 +34,10 @@ bench: setup
 	$(PY) benchmarks/evaluator_throughput.py
 	$(PY) benchmarks/render_scaling.py
 	$(PY) benchmarks/dashboard_load.py
+
+bench-robustness: setup
+	$(PY) benchmarks/attack_peers.py
+	$(PY) benchmarks/adv_training_peers.py
 
 clean:
 	rm -rf previews runs/quickstart .pytest_cache

@@ -22,3 +22,14 @@ def test_readme_names_the_two_commands_and_ci_runs_the_test_one():
     readme = (REPO / "README.md").read_text()
     assert "make run" in readme and "make test" in readme
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_readme_lists_every_subcommand():
+    """README's command-line block names every subcommand `threedb --help` offers."""
+    from threedb.sim.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    readme = (REPO / "README.md").read_text()
+    missing = [name for name in sub.choices if f"threedb {name}" not in readme]
+    assert missing == []

@@ -55,6 +55,7 @@ def histograms(series: Mapping[str, Sequence[float]], *, xlabel: str, title: str
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     if marker is not None:
         lo, hi = min(lo, marker), max(hi, marker)
+    lo, hi = min(lo, 0.0), hi * 1.05 if hi > 0 else hi   # from 0: norms that all sit at eps stay readable
     if hi <= lo:
         lo, hi = lo - 0.5 * abs(lo or 1), hi + 0.5 * abs(hi or 1)
     for name, s in series.items():
