@@ -1,1 +1,2 @@
-"""Training: ``threedb train CONFIG`` (a classifier on a threedb or image-folder dataset)."""
+"""Training: ``threedb train CONFIG`` (a classifier or segmenter, standard or adversarial, on a threedb
+or image-folder dataset)."""

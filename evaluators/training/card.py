@@ -48,8 +48,13 @@ def _data_summary(dataset: Any) -> dict[str, Any]:
 
 def write_card(out: Path, *, config: Any, spec: dict[str, Any], classes: list[dict[str, Any]], train_set: Any,
                test_set: Any, metrics: dict[str, Any], history: list[dict[str, Any]], seconds: float,
-               device: str, command: Sequence[str] | None) -> dict[str, Any]:
-    """Write ``card.json``, ``MODEL_CARD.md``, ``classes.json`` and ``classmap.json`` into ``out``."""
+               device: str, command: Sequence[str] | None,
+               robustness: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``card.json``, ``MODEL_CARD.md``, ``classes.json`` and ``classmap.json`` into ``out``.
+
+    ``robustness``: the objective's settings, the robust check (and early stop) and the final robust
+    evaluation (see :mod:`threedb.evaluators.training.robust`), recorded under ``"robustness"``.
+    """
     import torch
 
     schema = config.schema
@@ -70,11 +75,13 @@ def write_card(out: Path, *, config: Any, spec: dict[str, Any], classes: list[di
                           "resize": "whole image, bilinear with antialiasing (threedb.evaluators.preprocess)"},
         "data": {"train": _data_summary(train_set),
                  "test": _data_summary(test_set) if test_set is not None else None},
+        "task": schema.task,
         "training": {**schema.training.model_dump(mode="json"), "seed": schema.seed, "device": device,
                      "seconds": round(seconds, 1), "torch": torch.__version__,
                      "threads": torch.get_num_threads(), "machine": platform.machine(),
                      "config": _shown(config.source)},
         "metrics": metrics,
+        "robustness": robustness or {},
         "history": history,
         "reproduce": [*schema.card.data_commands, train_cmd],
     }
@@ -102,9 +109,16 @@ def render_markdown(card: dict[str, Any]) -> str:
               f"normalisation `{json.dumps(card['preprocessing']['normalization'])}`.",
               f"- Classes ({len(card['classes'])}): " + ", ".join(f"{c['index']} {c['name']}" for c in card["classes"]) + ".",
               ]
-    if acc is not None:
+    if acc is not None and card.get("task") == "segmentation":
+        s = m.get("test_scores", {})
+        lines.append(f"- Held-out segmentation on {m['test_images']} images "
+                     f"({', '.join(d['test']['environments']) or d['test']['path']}): pixel accuracy "
+                     f"**{100 * acc:.1f}%**, IoU {s.get('iou', float('nan')):.3f}, SBD {s.get('sbd', float('nan')):.3f}, "
+                     f"F-measure {s.get('f_measure', float('nan')):.3f}.")
+    elif acc is not None:
         lines.append(f"- Held-out accuracy: **{100 * acc:.1f}%** on {m['test_images']} images "
                      f"({', '.join(d['test']['environments']) or d['test']['path']}).")
+    lines += _robustness_lines(card.get("robustness") or {})
     lines += ["", "## Data", "",
               f"- Training: {d['train']['images']} images from `{d['train']['path']}`"
               + (f", environments {', '.join(d['train']['environments'])}" if d["train"]["environments"] else "") + "."]
@@ -121,14 +135,48 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines += ["## Held-out accuracy per class", "", "| class | accuracy |", "| --- | --- |"]
         lines += [f"| {name} | {'n/a' if a is None else f'{100 * a:.1f}%'} |" for name, a in m["test_per_class"].items()]
         lines.append("")
-    lines += ["## Per-epoch history", "", "| epoch | loss | train acc. | test acc. |", "| --- | --- | --- | --- |"]
+    lines += ["## Per-epoch history", "", "| epoch | loss | train acc. | test acc. | PGD check |",
+              "| --- | --- | --- | --- | --- |"]
     for h in card["history"]:
         ta = "" if h.get("test_accuracy") is None else f"{100 * h['test_accuracy']:.1f}%"
-        lines.append(f"| {h['epoch']} | {h['loss']:.4f} | {100 * h['train_accuracy']:.1f}% | {ta} |")
+        ra = "" if h.get("robust_accuracy") is None else f"{100 * h['robust_accuracy']:.1f}%"
+        lines.append(f"| {h['epoch']} | {h['loss']:.4f} | {100 * h['train_accuracy']:.1f}% | {ta} | {ra} |")
     lines += ["", "## Reproduce", "", "```sh", *card["reproduce"], "```", "",
               "Use it in a run config as the `inference:` mapping of `card.json` (paths relative to this "
-              "folder), with `evaluation: {type: classification, args: {classmap_path: classmap.json}}`.", ""]
+              "folder)" + (", with `evaluation: {type: classification, args: {classmap_path: classmap.json}}`."
+                           if card.get("task", "classification") == "classification" else "."), ""]
     return "\n".join(lines)
+
+
+def _robustness_lines(r: dict[str, Any]) -> list[str]:
+    """The summary lines on the objective, the PGD check / early stop and the robust evaluation."""
+    lines: list[str] = []
+    objective = r.get("objective") or {}
+    if "eps" in objective:
+        lines.append(f"- Adversarial training: `{objective.get('name')}` "
+                     f"`{json.dumps({k: v for k, v in objective.items() if k != 'name'})}`.")
+    check = r.get("robust_check")
+    if check:
+        stop = check.get("early_stopped")
+        lines.append(f"- PGD check ({check['steps']} steps, eps {check['eps']:g}, {check['images']} {check['from']} "
+                     f"images) after every epoch: best {100 * (check.get('best_robust_accuracy') or 0):.1f}% "
+                     f"at epoch {check.get('best_epoch')}"
+                     + (f"; **early stop** after epoch {stop['epoch']} ({100 * stop['robust_accuracy']:.1f}%), "
+                        f"weights of epoch {stop['best_epoch']} kept." if stop else "; no early stop."))
+    ev = r.get("evaluation")
+    if ev and "error" in ev:
+        lines.append(f"- Robustness at eps {ev['eps']:g}: not measured ({ev['error']}).")
+    elif ev:
+        unit = "accuracy" if ev["score"] == "accuracy" else "pixel accuracy"
+        lines.append(f"- Robustness ({ev['norm']} eps {ev['eps']:g}, {ev['examples']} test images): clean {unit} "
+                     f"{100 * ev['clean']:.1f}%, PGD-{ev['pgd']['steps']} x {ev['pgd']['restarts']} restarts "
+                     f"**{100 * ev['pgd_score']:.1f}%**, worst case over {', '.join(ev['attacks'])} "
+                     f"**{100 * ev['worst']:.1f}%**.")
+        if ev.get("worst_scores"):
+            c, w = ev["clean_scores"], ev["worst_scores"]
+            lines.append("- Segmentation clean / worst-case adversarial: " + ", ".join(
+                f"{name} {c[name]:.3f} / {w[name]:.3f}" for name in ("pixel_accuracy", "iou", "sbd", "f_measure")) + ".")
+    return lines
 
 
 class CardError(ThreeDBError):

@@ -1,4 +1,5 @@
-"""``threedb train CONFIG [--resume] [--device D] [--set KEY=VALUE]``: train a classifier on a dataset."""
+"""``threedb train CONFIG [--resume] [--device D] [--set KEY=VALUE]``: train a classifier or segmenter
+(standard or adversarial) on a dataset."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.description = ("Train a classifier as CONFIG says (see threedb.evaluators.training.config): "
+    parser.description = ("Train a classifier or segmenter (standard or adversarial) as CONFIG says (see threedb.evaluators.training.config): "
                           "checkpoints every epoch, --resume continues, a model card at the end.")
     parser.add_argument("config", help="training config (YAML)")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")

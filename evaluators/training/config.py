@@ -3,9 +3,14 @@
 ::
 
     seed: 0
+    task: classification          # classification | segmentation (on the dataset's object masks)
+    segmentation: {classes: binary}   # binary (object = 1) | per_class (class index + 1 on the object)
     data:
       train: DIR                  # a dataset: `threedb dataset export` output or an image-folder tree
       test: DIR                   # optional: evaluated after every epoch; its accuracy goes on the card
+      train_environments: null    # optional: keep only these environments' samples (e.g. [courtyard])
+      test_environments: null
+      cache: false                # keep decoded images in memory (small datasets)
     model:                        # an `inference:` mapping (docs/run.md): how to build the model, its
       module: threedb.evaluators.architectures     # preprocessing (resolution, normalization), and
       class: SmallResNet                           # optionally weights: to start from
@@ -18,9 +23,11 @@
       optimizer: adamw            # adamw | sgd (momentum 0.9, nesterov)
       lr: 0.003
       weight_decay: 0.0005
-      schedule: onecycle          # onecycle | cosine | constant (stepped every batch)
-      objective: cross_entropy    # threedb.evaluators.training.objectives.OBJECTIVES
-      objective_args: {label_smoothing: 0.05}
+      schedule: onecycle          # onecycle | cyclic (triangular) | cosine | constant (stepped every batch)
+      objective: cross_entropy    # cross_entropy | pgd | fbf | fgsm | trades | fbf_trades (objectives.OBJECTIVES)
+      objective_args: {label_smoothing: 0.05}     # adversarial: eps, eps_ramp, steps, step_size, beta ...
+      robust_check:               # optional: PGD accuracy after every epoch, early stop on a collapse
+        {eps: null, steps: 10, images: 128, tolerance: 0.2, early_stop: true}
       augment: {crop_scale: [0.7, 1.0], flip: true, color_jitter: 0.3}
       device: auto                # auto | cpu | cuda | cuda:N
       threads: null               # torch CPU threads (null: torch's default)
@@ -29,6 +36,8 @@
     card:                         # optional: name, description, and the commands that made the data
       name: quickstart
       data_commands: ["threedb run ...", "threedb dataset export ..."]
+      robust_eval:                # robustness on the card (default: on for adversarial objectives)
+        {eps: null, steps: 50, restarts: 10, max_examples: null, ensemble: true}
 
 Relative paths resolve against the file that wrote them.
 """
@@ -54,6 +63,10 @@ class DataConfig(BaseModel):
     model_config = _STRICT
     train: str
     test: Optional[str] = None
+    #: keep only the samples of these environments (file name or stem) of ``train`` / ``test``
+    train_environments: Optional[list[str]] = None
+    test_environments: Optional[list[str]] = None
+    cache: bool = False           #: keep decoded images in memory (small datasets: decoded once per run)
 
 
 class AugmentConfig(BaseModel):
@@ -72,6 +85,20 @@ class AugmentConfig(BaseModel):
         return value
 
 
+class RobustCheckConfig(BaseModel):
+    """A PGD check after every epoch on a fixed small batch (held-out when there is a test set), with
+    early stopping against catastrophic overfitting (Wong et al. 2020)."""
+
+    model_config = _STRICT
+    eps: Optional[float] = Field(None, ge=0, le=1)   #: default: the objective's eps
+    norm: Literal["linf", "l2"] = "linf"
+    steps: int = Field(10, gt=0)
+    step_size: Optional[float] = Field(None, gt=0)   #: default: 2.5 eps / steps
+    images: int = Field(128, gt=0)                   #: evenly spaced over the test (else training) set
+    tolerance: float = Field(0.2, ge=0, le=1)        #: stop when PGD accuracy < best - tolerance
+    early_stop: bool = True                          #: stop and restore the best epoch's weights
+
+
 class TrainingConfig(BaseModel):
     model_config = _STRICT
     epochs: int = Field(15, gt=0)
@@ -79,18 +106,43 @@ class TrainingConfig(BaseModel):
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    schedule: Literal["onecycle", "cyclic", "cosine", "constant"] = "onecycle"
     objective: str = "cross_entropy"
     objective_args: dict[str, Any] = Field(default_factory=dict)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    robust_check: Optional[RobustCheckConfig] = None
     device: str = "auto"
     threads: Optional[int] = Field(None, gt=0)
+
+
+class RobustEvalConfig(BaseModel):
+    """The robustness figures of the model card, measured on the test set after training."""
+
+    model_config = _STRICT
+    enabled: Optional[bool] = None                 #: default: on for adversarial objectives
+    eps: Optional[float] = Field(None, ge=0)       #: default: the objective's eps
+    norm: Literal["linf", "l2"] = "linf"
+    steps: int = Field(50, gt=0)                   #: PGD steps (step size 2.5 eps / steps)
+    restarts: int = Field(10, gt=0)                #: PGD random restarts
+    max_examples: Optional[int] = Field(None, gt=0)  #: evenly spaced test images (null: all)
+    ensemble: bool = True                          #: also PGD + APGD-CE + APGD-T + Square, worst case
+    apgd_steps: int = Field(100, gt=0)
+    square_queries: int = Field(1000, gt=0)
+    batch_size: int = Field(128, gt=0)
+    seed: int = 0
+
+
+class SegmentationConfig(BaseModel):
+    model_config = _STRICT
+    #: binary: 1 on the object mask, 0 elsewhere; per_class: class index + 1 on the mask
+    classes: Literal["binary", "per_class"] = "binary"
 
 
 class CardConfig(BaseModel):
     """What the model card says beyond what training measures."""
 
     model_config = _STRICT
+    robust_eval: RobustEvalConfig = Field(default_factory=RobustEvalConfig)
     name: Optional[str] = None                     #: default: the output folder's name
     description: str = ""
     #: the commands that made the datasets (the card adds the `threedb train` command itself)
@@ -100,6 +152,8 @@ class CardConfig(BaseModel):
 class TrainSchema(BaseModel):
     model_config = _STRICT
     seed: int = 0
+    task: Literal["classification", "segmentation"] = "classification"
+    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
     data: DataConfig
     model: dict[str, Any]
     training: TrainingConfig = Field(default_factory=TrainingConfig)

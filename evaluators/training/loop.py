@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -25,8 +25,11 @@ from tqdm import tqdm
 from threedb.evaluators.models import load_model, resolve_device
 from threedb.evaluators.preprocess import Preprocess
 from threedb.evaluators.training.card import write_card
-from threedb.evaluators.training.config import AugmentConfig, TrainConfig
+from threedb.evaluators.training.config import TrainConfig
+from threedb.evaluators.training.data import LabelledImages, SegmentedImages
 from threedb.evaluators.training.objectives import make_objective
+from threedb.robustness.attacks import GradientError
+from threedb.robustness.models import Normalized
 from threedb.sim.errors import ConfigError, ThreeDBError
 
 CHECKPOINT = "checkpoint.pt"
@@ -38,62 +41,14 @@ class TrainingError(ThreeDBError):
     """Training cannot start or continue (e.g. a corrupt checkpoint); the message names the file."""
 
 
-class LabelledImages(Dataset):
-    """``(image, label)`` pairs from a dataset reader, augmented (training only) and preprocessed.
-
-    ``base[i]`` gives ``(image, label, ...)``: a ``uint8`` image (``3xHxW`` or ``HxWx3``) and its class
-    index, as :class:`~threedb.evaluators.datasets.ImageDataset` does.
-    """
-
-    def __init__(self, base: Any, preprocess: Preprocess, augment: AugmentConfig | None) -> None:
-        from torchvision.transforms import v2
-
-        self.base, self.preprocess = base, preprocess
-        self.augment: Callable[[torch.Tensor], torch.Tensor] | None = None
-        if augment is not None:
-            steps: list[Any] = []
-            if augment.crop_scale != (1.0, 1.0):
-                steps.append(_RandomResizedCropSameSize(augment.crop_scale))
-            if augment.flip:
-                steps.append(v2.RandomHorizontalFlip())
-            if augment.color_jitter > 0:
-                j = augment.color_jitter
-                steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j, hue=min(j / 10, 0.5)))
-            self.augment = v2.Compose(steps) if steps else None
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        item = self.base[index]
-        image = torch.as_tensor(item[0])
-        if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
-            image = image.permute(1, 2, 0)      # CHW -> HWC
-        image = image[..., :3].contiguous()
-        if self.augment is not None:
-            image = self.augment(image.permute(2, 0, 1)).permute(1, 2, 0)
-        return self.preprocess(image[None])[0], int(item[1])
-
-
-class _RandomResizedCropSameSize:
-    """A random crop of ``scale`` of the area (aspect 3/4..4/3) resized back to the input size."""
-
-    def __init__(self, scale: tuple[float, float]) -> None:
-        self.scale = scale
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        from torchvision.transforms import v2
-
-        return v2.RandomResizedCrop(tuple(image.shape[-2:]), scale=self.scale, antialias=True)(image)
-
-
 @dataclass
 class EpochResult:
     epoch: int
     loss: float
-    train_accuracy: float
-    test_accuracy: float | None
+    train_accuracy: float                   #: pixel accuracy for segmentation
+    test_accuracy: float | None             #: pixel accuracy for segmentation
     seconds: float
+    robust_accuracy: float | None = None    #: the robust check's PGD score, when configured
 
 
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
@@ -113,6 +68,23 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
     return accuracy, per_class, confusion.tolist()
 
 
+def evaluate_segmentation(model: nn.Module, loader: DataLoader, device: torch.device,
+                          num_classes: int) -> dict[str, float]:
+    """Mean pixel accuracy, IoU, SBD and F-measure (:func:`threedb.robustness.metrics.segmentation_scores`)."""
+    from threedb.robustness.metrics import segmentation_scores
+
+    model.eval()
+    sums: dict[str, float] = {}
+    total = 0
+    with torch.inference_mode():
+        for images, masks in loader:
+            pred = model(images.to(device)).argmax(1).cpu()
+            for name, values in segmentation_scores(pred, masks, num_classes).items():
+                sums[name] = sums.get(name, 0.0) + float(values.sum())
+            total += len(masks)
+    return {name: value / total for name, value in sums.items()} if total else {}
+
+
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
@@ -129,6 +101,11 @@ def _optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: Any, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=steps, pct_start=0.2)
+    if cfg.schedule == "cyclic":
+        # Wong et al.'s triangular cycle: 0 -> lr linearly over the first half of training, back to 0
+        up = max(1, steps // 2)
+        return torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=0.0, max_lr=cfg.lr, step_size_up=up,
+                                                 step_size_down=max(1, steps - up), cycle_momentum=False)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=1)
@@ -159,15 +136,33 @@ def config_digest(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def open_dataset(root: str, *, file: Any = None, key: str = "data.train") -> Any:
+def open_dataset(root: str, *, file: Any = None, key: str = "data.train", masks: bool = False,
+                 environments: Sequence[str] | None = None) -> Any:
     """The dataset at ``root`` (exported by ``threedb dataset export``, or an image-folder tree); an
-    unusable one is a ConfigError naming the config file and ``key``."""
+    unusable one is a ConfigError naming the config file and ``key``.
+
+    ``masks``: items carry their object mask (segmentation); a dataset without masks is refused.
+    ``environments``: keep only the samples of these environments.
+    """
     from threedb.evaluators.datasets import DatasetError, ImageDataset
 
     try:
-        return ImageDataset(root, extras=False)
+        if not masks:
+            dataset = ImageDataset(root, extras=False)
+        else:
+            dataset = ImageDataset(root, extras=True)
+            if "mask" not in dataset.passes:
+                raise ConfigError(f"dataset {dataset.root} has no object masks, which segmentation training "
+                                  f"needs (task: segmentation); export a run that logged the mask pass, or "
+                                  f"train with task: classification", file=file, key="task", value="segmentation")
+            dataset = ImageDataset(root, extras=True, passes=["mask"])
+        if environments is not None:
+            dataset = dataset.subset(environments=environments)
+            if not len(dataset):
+                raise DatasetError(dataset.root, f"no sample of the environments {list(environments)}")
     except DatasetError as exc:
         raise ConfigError(str(exc), file=file, key=key, value=root) from None
+    return dataset
 
 
 def class_list(dataset: Any) -> list[dict[str, Any]]:
@@ -176,9 +171,42 @@ def class_list(dataset: Any) -> list[dict[str, Any]]:
     return [{"index": i, "uid": uid, "name": name} for i, (uid, name) in enumerate(zip(uids, dataset.classes))]
 
 
+def _classes(train_set: Any, schema: Any) -> tuple[list[dict[str, Any]], int]:
+    """The card's class list and the model's number of outputs for the config's task."""
+    classes = class_list(train_set)
+    if schema.task == "classification":
+        return classes, len(classes)
+    if schema.segmentation.classes == "binary":
+        return [{"index": 0, "uid": "background", "name": "background"},
+                {"index": 1, "uid": "object", "name": "object"}], 2
+    return ([{"index": 0, "uid": "background", "name": "background"}]
+            + [{**c, "index": c["index"] + 1} for c in classes]), len(classes) + 1
+
+
+def _objective_eps(objective: Any, given: float | None, what: str, file: Any) -> float:
+    eps = given if given is not None else getattr(objective, "eps", None)
+    if eps is None:
+        raise ConfigError(f"{what} needs an eps: the objective has none", file=file, key=f"{what}.eps",
+                          expected="a budget in pixel units, e.g. 0.0314 (8/255)")
+    return float(eps)
+
+
+def _seed_objective(objective: Any, seed: int, epoch: int) -> None:
+    if hasattr(objective, "reseed"):
+        objective.reseed(seed * 100_003 + epoch + 7_919)   # not the data-order stream
+
+
 def train(config: TrainConfig, *, resume: bool = False, device: str | None = None,
           command: Sequence[str] | None = None, stream: Any = None) -> dict[str, Any]:
-    """Train as ``config`` says; returns the model card (also written to ``output`` and ``export``)."""
+    """Train as ``config`` says; returns the model card (also written to ``output`` and ``export``).
+
+    Objectives and evaluations see images in ``[0, 1]`` and call the model wrapped in
+    :class:`~threedb.robustness.models.Normalized`; checkpoints and ``model.pt`` hold the inner model's
+    state dict, which the card's ``inference:`` mapping (with its ``normalization``) loads.
+    """
+    from threedb.evaluators.training.robust import (make_task, pgd_score, robust_evaluation, spaced_indices,
+                                                    stack)
+
     schema, cfg = config.schema, config.schema.training
     stream = stream or sys.stderr
     out = Path(schema.output)
@@ -186,44 +214,66 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(schema.seed)
+    segmentation = schema.task == "segmentation"
 
-    train_set = open_dataset(schema.data.train, file=config.source, key="data.train")
-    test_set = open_dataset(schema.data.test, file=config.source, key="data.test") if schema.data.test else None
-    classes = class_list(train_set)
-    if test_set is not None and class_list(test_set) != classes:
+    train_set = open_dataset(schema.data.train, file=config.source, key="data.train", masks=segmentation,
+                             environments=schema.data.train_environments)
+    test_set = (open_dataset(schema.data.test, file=config.source, key="data.test", masks=segmentation,
+                             environments=schema.data.test_environments) if schema.data.test else None)
+    if test_set is not None and class_list(test_set) != class_list(train_set):
         raise TrainingError(f"{schema.data.test}: its classes {test_set.classes} differ from the training "
                             f"set's {train_set.classes} ({schema.data.train})")
+    classes, num_outputs = _classes(train_set, schema)
     spec = dict(schema.model)
     if "num_classes" not in spec and "num_classes" not in (spec.get("args") or {}):
-        spec["num_classes"] = len(classes)
+        spec["num_classes"] = num_outputs
     dev = resolve_device(device or cfg.device, file=config.source, key="training.device")
     loaded = load_model(spec, base_dir=config.base_dir, file=config.source, key="model", device=dev,
                         check_output=False)
     if not isinstance(loaded.model, nn.Module):
         raise TrainingError(f"{config.source}: model: must build a torch module ({loaded.kind} files cannot be trained)")
-    model, preprocess = loaded.model, loaded.preprocess
+    inner = loaded.model
+    pre = loaded.preprocess
+    model = Normalized(inner, pre.mean, pre.std).to(dev)          # a model of [0, 1] images
+    pixels = Preprocess(None, None, pre.resolution)
     objective = make_objective(cfg.objective, cfg.objective_args, file=config.source)
 
-    train_data = LabelledImages(train_set, preprocess, cfg.augment)
+    def dataset(base: Any, augment: Any) -> Dataset:
+        if segmentation:
+            return SegmentedImages(base, pixels, augment, schema.segmentation.classes, cache=schema.data.cache)
+        return LabelledImages(base, pixels, augment, cache=schema.data.cache)
+
+    train_data = dataset(train_set, cfg.augment)
     steps_per_epoch = (len(train_data) + cfg.batch_size - 1) // cfg.batch_size
-    optimizer = _optimizer(model, cfg)
-    scheduler = _scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
-    test_loader = (DataLoader(LabelledImages(test_set, preprocess, None), batch_size=256)
-                   if test_set is not None else None)
+    total_steps = cfg.epochs * steps_per_epoch
+    optimizer = _optimizer(inner, cfg)
+    scheduler = _scheduler(optimizer, cfg, total_steps)
+    test_data = dataset(test_set, None) if test_set is not None else None
+    test_loader = DataLoader(test_data, batch_size=256) if test_data is not None else None
+
+    check = cfg.robust_check
+    if check is not None:
+        check_eps = _objective_eps(objective, check.eps, "training.robust_check", config.source)
+        check_source = test_data if test_data is not None else dataset(train_set, None)
+        check_x, check_y = stack(check_source, spaced_indices(len(check_source), check.images))
+        check_x, check_y = check_x.to(dev), check_y.to(dev)
 
     digest = config_digest(config.resolved)
     start_epoch, history, elapsed = 0, [], 0.0
+    best: dict[str, Any] | None = None          # robust check: best epoch, its score and weights
+    stopped: dict[str, Any] | None = None       # early stop record
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         if state.get("config_digest") != digest:
             raise TrainingError(f"{ckpt_path}: written by a different training config; use another output "
                                 f"folder or train without --resume")
-        model.load_state_dict(state["model"])
+        inner.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, history = int(state["epoch"]), list(state.get("history", []))
         elapsed = float(state.get("seconds", 0.0))
+        best, stopped = state.get("best"), state.get("stopped")
         print(f"[threedb train] resuming {ckpt_path} after epoch {start_epoch}", file=stream, flush=True)
     elif ckpt_path.exists() and not resume:
         raise TrainingError(f"{ckpt_path} exists: resume it with --resume, or choose another output folder")
@@ -231,21 +281,25 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
     # checkpoint, or before the first checkpoint, must not leave lines that get repeated.
     (out / LOG).write_text("".join(json.dumps(h) + "\n" for h in history))
 
-    print(f"[threedb train] {len(train_data)} training images, {len(classes)} classes, "
+    what = f"{len(classes)} classes" if not segmentation else f"segmentation into {len(classes)} labels"
+    print(f"[threedb train] {len(train_data)} training images, {what}, "
           f"{'no test set' if test_set is None else f'{len(test_set)} test images'}; "
-          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters on {dev}",
-          file=stream, flush=True)
-    for epoch in range(start_epoch, cfg.epochs):
+          f"{sum(p.numel() for p in inner.parameters()) / 1e6:.2f} M parameters on {dev}; "
+          f"objective {cfg.objective}", file=stream, flush=True)
+    for epoch in range(start_epoch, cfg.epochs if stopped is None else start_epoch):
         t0 = time.monotonic()
         torch.manual_seed(schema.seed * 100_003 + epoch)    # augmentation randomness of this epoch
+        _seed_objective(objective, schema.seed, epoch)     # the inner attacks' randomness of this epoch
         loader = DataLoader(train_data, batch_size=cfg.batch_size, shuffle=True,
                             generator=_epoch_generator(schema.seed, epoch), drop_last=False)
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=stream, leave=False,
                    disable=not getattr(stream, "isatty", lambda: False)())
-        for images, labels in bar:
+        for step, (images, labels) in enumerate(bar):
             images, labels = images.to(dev), labels.to(dev)
+            if hasattr(objective, "set_progress"):
+                objective.set_progress((epoch * steps_per_epoch + step) / max(total_steps, 1))
             loss, logits = objective(model, images, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -253,34 +307,106 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
             scheduler.step()
             total_loss += float(loss.detach()) * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-        test_acc = evaluate(model, test_loader, dev, len(classes))[0] if test_loader is not None else None
+            seen += labels.numel()
+            bar.set_postfix(loss=f"{total_loss / max(len(train_data), 1):.3f}", acc=f"{correct / seen:.3f}")
+        if test_loader is None:
+            test_acc = None
+        elif segmentation:
+            test_acc = evaluate_segmentation(model, test_loader, dev, num_outputs).get("pixel_accuracy")
+        else:
+            test_acc = evaluate(model, test_loader, dev, num_outputs)[0]
+        robust_acc = None
+        if check is not None:
+            try:
+                robust_acc = float(pgd_score(model, check_x, check_y, make_task(schema.task), eps=check_eps,
+                                             norm=check.norm, steps=check.steps, step_size=check.step_size,
+                                             seed=schema.seed)[1].mean())
+            except GradientError as exc:   # e.g. every ReLU dead: no score this epoch, said in the log
+                print(f"[threedb train] epoch {epoch + 1}: PGD check impossible ({exc})", file=stream, flush=True)
+        if robust_acc is not None:
+            if best is None or robust_acc > best["robust_accuracy"]:
+                best = {"epoch": epoch + 1, "robust_accuracy": robust_acc,
+                        "model": {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}}
+            elif check.early_stop and robust_acc < best["robust_accuracy"] - check.tolerance:
+                stopped = {"epoch": epoch + 1, "robust_accuracy": robust_acc, "best_epoch": best["epoch"],
+                           "best_robust_accuracy": best["robust_accuracy"], "tolerance": check.tolerance}
         seconds = time.monotonic() - t0
         elapsed += seconds
-        result = EpochResult(epoch + 1, total_loss / max(seen, 1), correct / max(seen, 1), test_acc, seconds)
+        result = EpochResult(epoch + 1, total_loss / max(len(train_data), 1), correct / max(seen, 1), test_acc,
+                             seconds, robust_acc)
         history.append(result.__dict__)
         with (out / LOG).open("a") as log:
             log.write(json.dumps(result.__dict__) + "\n")
-        _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            if stopped is not None:
+                log.write(json.dumps({"early_stop": stopped}) + "\n")
+        if stopped is not None:
+            inner.load_state_dict(best["model"])           # catastrophic overfitting: back to the best epoch
+        _save_atomic({"model": inner.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
-                      "seconds": elapsed, "config_digest": digest, "seed": schema.seed}, ckpt_path)
+                      "seconds": elapsed, "config_digest": digest, "seed": schema.seed,
+                      "best": best, "stopped": stopped}, ckpt_path)
         test_text = "" if test_acc is None else f", test accuracy {test_acc:.3f}"
+        robust_text = "" if robust_acc is None else f", PGD accuracy {robust_acc:.3f}"
         print(f"[threedb train] epoch {epoch + 1}/{cfg.epochs}: loss {result.loss:.4f}, train accuracy "
-              f"{result.train_accuracy:.3f}{test_text} ({seconds:.0f} s)", file=stream, flush=True)
+              f"{result.train_accuracy:.3f}{test_text}{robust_text} ({seconds:.0f} s)", file=stream, flush=True)
+        if stopped is not None:
+            print(f"[threedb train] early stop after epoch {epoch + 1}: PGD accuracy {robust_acc:.3f} fell more "
+                  f"than {check.tolerance} below the best {best['robust_accuracy']:.3f} (epoch {best['epoch']}); "
+                  f"restored epoch {best['epoch']}'s weights", file=stream, flush=True)
+            break
+    # the log keeps the epoch lines; a resumed, already stopped run re-adds its early-stop line
+    if stopped is not None and start_epoch >= stopped["epoch"]:
+        with (out / LOG).open("a") as log:
+            log.write(json.dumps({"early_stop": stopped}) + "\n")
 
     weights = out / WEIGHTS
-    _save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
+    _save_atomic({k: v.detach().cpu() for k, v in inner.state_dict().items()}, weights)
     metrics: dict[str, Any] = {"final_train_loss": history[-1]["loss"] if history else None,
                                "final_train_accuracy": history[-1]["train_accuracy"] if history else None}
-    if test_loader is not None:
-        accuracy, per_class, confusion = evaluate(model, test_loader, dev, len(classes))
+    if test_loader is not None and segmentation:
+        scores = evaluate_segmentation(model, test_loader, dev, num_outputs)
+        metrics.update(test_accuracy=scores.get("pixel_accuracy"), test_images=len(test_set),
+                       test_scores=scores)
+    elif test_loader is not None:
+        accuracy, per_class, confusion = evaluate(model, test_loader, dev, num_outputs)
         metrics.update(test_accuracy=accuracy, test_images=len(test_set),
                        test_per_class={c["name"]: a for c, a in zip(classes, per_class)},
                        test_confusion=confusion)
+    robustness: dict[str, Any] = {"objective": (objective.describe() if hasattr(objective, "describe")
+                                                else {"name": cfg.objective, **cfg.objective_args})}
+    if check is not None:
+        robustness["robust_check"] = {**check.model_dump(mode="json"), "eps": check_eps,
+                                      "images": int(check_x.shape[0]),
+                                      "from": "test" if test_data is not None else "train",
+                                      "best_epoch": best["epoch"] if best else None,
+                                      "best_robust_accuracy": best["robust_accuracy"] if best else None,
+                                      "early_stopped": stopped}
+    evaluation = schema.card.robust_eval
+    adversarial = hasattr(objective, "eps")
+    robust = None
+    if test_data is not None and (evaluation.enabled or (evaluation.enabled is None and adversarial)):
+        eps = _objective_eps(objective, evaluation.eps, "card.robust_eval", config.source)
+        print(f"[threedb train] robust evaluation at eps {eps:g} ({evaluation.norm}) ...", file=stream, flush=True)
+        x, y = stack(test_data, spaced_indices(len(test_data), evaluation.max_examples))
+        try:
+            robust = robust_evaluation(model, x.to(dev), y.to(dev), task_kind=schema.task,
+                                       num_classes=num_outputs, cfg=evaluation, eps=eps)
+        except GradientError as exc:
+            # e.g. a collapsed network (all ReLUs dead): say so on the card rather than lose the run
+            robust = None
+            robustness["evaluation"] = {"eps": eps, "error": str(exc)}
+            print(f"[threedb train] robust evaluation impossible: {exc}", file=stream, flush=True)
+    if robust is not None:
+        robustness["evaluation"] = robust
+        metrics.update(clean_accuracy=robust["clean"], robust_accuracy=robust["pgd_score"],
+                       worst_case_accuracy=robust["worst"], robust_eps=eps)
+        if segmentation:
+            metrics.update(clean_scores=robust["clean_scores"], adversarial_scores=robust["worst_scores"])
+        print(f"[threedb train] robust evaluation on {robust['examples']} images: clean {robust['clean']:.3f}, "
+              f"PGD {robust['pgd_score']:.3f}, worst case {robust['worst']:.3f}", file=stream, flush=True)
     card = write_card(out, config=config, spec=spec, classes=classes, train_set=train_set, test_set=test_set,
                       metrics=metrics, history=history, seconds=elapsed, device=str(dev),
-                      command=list(command) if command is not None else None)
+                      command=list(command) if command is not None else None, robustness=robustness)
     if schema.export:
         export = Path(schema.export)
         export.mkdir(parents=True, exist_ok=True)

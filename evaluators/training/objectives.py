@@ -1,8 +1,16 @@
 """Training objectives: what a training step minimises, kept apart from the loop that runs it.
 
-An objective is called as ``objective(model, images, labels) -> (loss, logits)`` with ``images``
-already preprocessed (normalised, on the device). The loop only does the optimiser step, so
-adversarial objectives (PGD, TRADES, ...) can replace :class:`CrossEntropy` without touching it.
+An objective is called as ``objective(model, images, labels) -> (loss, logits)`` with ``images`` in
+``[0, 1]`` at the model resolution, on the device, and ``model`` the network wrapped in
+:class:`threedb.robustness.models.Normalized` (normalisation inside), so adversarial budgets are in
+pixel units. ``labels`` are class indices ``N`` (classification) or label masks ``NxHxW``
+(segmentation: logits ``NxKxHxW``); every objective here handles both. The loop only does the
+optimiser step; it also calls an objective's optional ``set_progress(fraction of training done)``
+before every step and ``reseed(seed)`` at every epoch start.
+
+Adversarial objectives (:mod:`threedb.robustness.training`): ``pgd`` (Madry et al.), ``fbf`` (Wong et
+al.'s fast FGSM with random start), ``fgsm`` (no random start: reproduces catastrophic overfitting),
+``trades`` (Zhang et al.) and ``fbf_trades`` (seed 000); every one takes ``eps`` and ``eps_ramp``.
 """
 from __future__ import annotations
 
@@ -12,6 +20,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from threedb.robustness.attacks import AttackError
+from threedb.robustness.training import (FBFTRADESTraining, FBFTraining, FGSMTraining, PGDTraining,
+                                         TRADESTraining)
 from threedb.sim.errors import ConfigError
 
 
@@ -37,7 +48,14 @@ class CrossEntropy:
 
 
 #: Objective name in a training config -> factory called with the config's ``objective_args``.
-OBJECTIVES: dict[str, Callable[..., Objective]] = {"cross_entropy": CrossEntropy}
+OBJECTIVES: dict[str, Callable[..., Objective]] = {
+    "cross_entropy": CrossEntropy,
+    "pgd": PGDTraining,
+    "fbf": FBFTraining,
+    "fgsm": FGSMTraining,
+    "trades": TRADESTraining,
+    "fbf_trades": FBFTRADESTraining,
+}
 
 
 def make_objective(name: str, args: Mapping[str, Any] | None = None, *, file: Any = None,
@@ -49,6 +67,6 @@ def make_objective(name: str, args: Mapping[str, Any] | None = None, *, file: An
                           expected=f"one of {sorted(OBJECTIVES)}")
     try:
         return factory(**dict(args or {}))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttackError) as exc:
         raise ConfigError(f"bad arguments for objective {name!r}: {exc}", file=file,
                           key=f"{key}_args", value=dict(args or {})) from None
