@@ -47,10 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from threedb.sim.config.loader import apply_overrides, load_chain, resolve_paths
-from threedb.sim.config.schema import config_error_from_validation
+from threedb.evaluators.jobs.config import load_job_config
 
 _STRICT = ConfigDict(extra="forbid")
 #: Keys holding paths, resolved against the config file that wrote them.
@@ -177,13 +176,5 @@ class TrainConfig:
 
 def load_train_config(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Load, merge and validate a training config; errors name the file and the key."""
-    loaded = load_chain(path)
-    data, prov = loaded.data, loaded.provenance
-    if overrides:
-        apply_overrides(data, prov, overrides)
-    resolve_paths(data, prov, PATH_KEYS)
-    try:
-        schema = TrainSchema.model_validate(data)
-    except ValidationError as exc:
-        raise config_error_from_validation(exc, prov, data, TrainSchema) from None
-    return TrainConfig(source=loaded.files[-1], schema=schema, resolved=schema.model_dump(mode="json"))
+    job = load_job_config(path, TrainSchema, path_keys=PATH_KEYS, overrides=overrides)
+    return TrainConfig(source=job.source, schema=job.schema, resolved=job.schema.model_dump(mode="json"))
