@@ -11,6 +11,9 @@
       batch_size: 32
       environments: null               # optional list: only these render environments
     task: classification               # classification | segmentation
+    segmentation:                      # task: segmentation only (docs/attacks.md)
+      classes: auto                    # auto | binary (object = 1) | per_class (class index + 1)
+      worst: f_measure                 # the score whose per-example minimum is the worst case
     threat: {norm: linf, eps: 2/255}   # eps: a number or "a/b"; linf eps in [0, 1]
     attacks:                           # run in order on every example; the worst case is reported
       - {type: fgsm}
@@ -100,6 +103,21 @@ class DefenseConfig(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
+#: The per-example segmentation scores (``threedb.robustness.metrics.segmentation_scores``), in report order.
+SEGMENTATION_METRICS = ("pixel_accuracy", "iou", "sbd", "f_measure")
+
+
+class SegmentationConfig(BaseModel):
+    """``segmentation:``: the label convention of the masks and the score that defines the worst case."""
+
+    model_config = _STRICT
+    #: binary: 1 on the object mask, 0 elsewhere; per_class: class index + 1 on the mask (as
+    #: ``threedb train``'s ``segmentation.classes``); auto: binary for a 2-channel model, else per_class
+    classes: Literal["auto", "binary", "per_class"] = "auto"
+    #: per example the worst case is the clean input or attack output with the lowest of this score
+    worst: Literal["pixel_accuracy", "iou", "sbd", "f_measure"] = "f_measure"
+
+
 class GridConfig(BaseModel):
     model_config = _STRICT
     examples: int = Field(16, ge=0, le=64)
@@ -113,6 +131,7 @@ class AttackSchema(BaseModel):
     model: dict[str, Any]
     data: DataConfig
     task: Literal["classification", "segmentation"] = "classification"
+    segmentation: Optional[SegmentationConfig] = None
     threat: ThreatConfig
     attacks: list[dict[str, Any]] = Field(min_length=1)
     defense: Optional[DefenseConfig] = None
@@ -169,6 +188,8 @@ def attack_specs(config: JobConfig[AttackSchema]) -> list[AttackSpec]:
         if kind == "square" and schema.threat.norm != "linf":
             raise config.error(f"{key}.type", "the Square attack is L-inf only; threat.norm is l2",
                                value=kind, expected="a gradient attack (fgsm, pgd, apgd, apgdt) under l2")
+        if schema.task == "segmentation":
+            args = _segmentation_args(config, key, kind, args)
         name = entry.get("name") or default_name(kind, args)
         if not isinstance(name, str) or name in ("clean", "worst"):
             raise config.error(f"{key}.name", "must be a string other than clean and worst", value=name)
@@ -194,10 +215,27 @@ def attack_specs(config: JobConfig[AttackSchema]) -> list[AttackSpec]:
     return specs
 
 
+def _segmentation_args(config: JobConfig[AttackSchema], key: str, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of ``attacks[i]`` for ``task: segmentation``: the pixel-wise cross-entropy is the only
+    loss (DLR and the margin need one logit vector per image); Square's loss defaults to ce there."""
+    if kind == "apgdt":
+        raise config.error(f"{key}.type", "APGD-T (targeted DLR towards the top other classes) is for "
+                           "classification only, not task: segmentation", value=kind,
+                           expected="fgsm, pgd, apgd or square with loss: ce")
+    loss = args.get("loss", "ce")
+    if loss != "ce":
+        raise config.error(f"{key}.loss", f"the {loss} loss is for classification only; task: segmentation "
+                           "attacks the per-pixel cross-entropy", value=loss, expected="ce (or leave loss unset)")
+    return {**args, "loss": "ce"} if kind == "square" else args
+
+
 def load_attack_config(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> JobConfig[AttackSchema]:
     """Load and validate an attack job config (attacks included); errors name the file and the key."""
     config = load_job_config(path, AttackSchema, path_keys=PATH_KEYS, overrides=overrides)
     attack_specs(config)
+    if config.schema.segmentation is not None and config.schema.task != "segmentation":
+        raise config.error("segmentation", "segmentation: applies to task: segmentation only",
+                           value=config.resolved.get("segmentation"), expected="task: segmentation, or no segmentation:")
     defense = config.schema.defense
     if defense is not None and (defense.module is None) == (defense.file is None):
         raise config.error("defense", "name the transform with exactly one of module: or file:", value=None)
@@ -207,4 +245,5 @@ def load_attack_config(path: str | Path, *, overrides: Mapping[str, Any] | None 
     return config
 
 
-__all__ = ["ATTACK_TYPES", "AttackSchema", "AttackSpec", "attack_specs", "load_attack_config", "parse_eps"]
+__all__ = ["ATTACK_TYPES", "AttackSchema", "AttackSpec", "SEGMENTATION_METRICS", "SegmentationConfig", "attack_specs",
+           "load_attack_config", "parse_eps"]

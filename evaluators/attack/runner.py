@@ -3,17 +3,19 @@ appended to ``examples.jsonl`` as batches finish, then the report, plots and ``g
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
 from threedb.evaluators.attack import grid as grid_store
-from threedb.evaluators.attack.config import AttackSchema, AttackSpec, attack_specs
+from threedb.evaluators.attack.config import (SEGMENTATION_METRICS, AttackSchema, AttackSpec, SegmentationConfig,
+                                              attack_specs)
 from threedb.evaluators.attack.model import attacked_model
 from threedb.evaluators.attack.report import build_report
 from threedb.evaluators.jobs.config import JobConfig, config_digest, model_spec
-from threedb.evaluators.jobs.data import Batch, JobModel, iterate_batches, load_job_model, stratified
+from threedb.evaluators.jobs.data import Batch, JobModel, iterate_batches, label_masks, load_job_model, stratified
 from threedb.evaluators.jobs.output import JobOutput, JobOutputError
 from threedb.evaluators.jobs.progress import print_summary, progress
 from threedb.evaluators.models import resolve_device
@@ -70,11 +72,35 @@ def _check_model_fits(config: JobConfig[AttackSchema], job_model: JobModel, data
     return shape[0]
 
 
-def _segmentation_target(batch: Batch, channels: int) -> torch.Tensor:
-    """Per-pixel labels from the object masks: 0 background, 1 object (2 channels) or 1 + class."""
-    assert batch.masks is not None
-    mask = batch.masks.long()
-    return mask if channels == 2 else mask * (batch.y[:, None, None] + 1)
+@dataclass(frozen=True)
+class SegmentationSetup:
+    """How a segmentation job labels its masks and picks the worst case."""
+
+    classes: str           #: binary | per_class (:func:`threedb.evaluators.jobs.data.label_masks`)
+    channels: int          #: the model's output channels = the number of labels
+    worst: str             #: the score (one of SEGMENTATION_METRICS) whose minimum is the worst case
+    scores: Callable[..., dict[str, torch.Tensor]]   #: threedb.robustness.metrics.segmentation_scores
+
+
+def _segmentation_setup(config: JobConfig[AttackSchema], channels: int, dataset: Any) -> SegmentationSetup:
+    """``segmentation.classes`` (``auto``: binary for a 2-channel model, else per_class) checked against the
+    model's channel count."""
+    try:
+        from threedb.robustness.metrics import segmentation_scores
+    except ImportError:
+        raise ConfigError("task: segmentation needs threedb.robustness.metrics, which this install lacks",
+                          file=config.file_of("task"), key="task") from None
+    seg = config.schema.segmentation or SegmentationConfig()
+    classes = seg.classes if seg.classes != "auto" else ("binary" if channels == 2 else "per_class")
+    expected = 2 if classes == "binary" else len(dataset.classes) + 1
+    if channels != expected:
+        what = ("background, object" if classes == "binary"
+                else f"background + the {expected - 1} classes of dataset {config.schema.data.root}")
+        raise config.error("segmentation.classes", f"segmentation.classes: {classes} labels the masks with "
+                           f"{expected} values ({what}), but the model outputs {channels} channels",
+                           value=seg.classes,
+                           expected="binary for a 2-channel model, per_class for 1 + the class count, or auto")
+    return SegmentationSetup(classes, channels, seg.worst, segmentation_scores)
 
 
 def run_attack_job(config: JobConfig[AttackSchema], *, out: str | Path | None = None, resume: bool = False,
@@ -97,12 +123,7 @@ def run_attack_job(config: JobConfig[AttackSchema], *, out: str | Path | None = 
     job_model.card = schema.model.get("card")
     model = attacked_model(config, job_model)
     segmentation = schema.task == "segmentation"
-    if segmentation:
-        try:
-            from threedb.robustness.metrics import segmentation_scores
-        except ImportError:
-            raise ConfigError("task: segmentation needs threedb.robustness.metrics, which this install lacks",
-                              file=config.file_of("task"), key="task") from None
+    seg = _segmentation_setup(config, channels, dataset) if segmentation else None
     task = Segmentation() if segmentation else Classification()
 
     indices = stratified([r.label for r in dataset.records], schema.data.max_examples)
@@ -120,8 +141,7 @@ def run_attack_job(config: JobConfig[AttackSchema], *, out: str | Path | None = 
                                      masks=segmentation):
             if on_batch is not None:
                 on_batch(batch)
-            rows = _attack_batch(batch, model, specs, schema, task, channels, store, dataset,
-                                 segmentation_scores if segmentation else None)
+            rows = _attack_batch(batch, model, specs, schema, task, seg, store, dataset)
             store.save()          # before the rows: a resume drops grid entries of rows it lacks
             output.append(rows)
             if bar is not None:
@@ -156,10 +176,10 @@ def _complete_batches(output: JobOutput, planned: list[str], batch_size: int) ->
 
 
 def _attack_batch(batch: Batch, model: torch.nn.Module, specs: list[AttackSpec], schema: AttackSchema,
-                  task: Any, channels: int, store: "grid_store.GridStore", dataset: Any,
-                  segmentation_scores: Any) -> list[dict[str, Any]]:
+                  task: Any, seg: Optional[SegmentationSetup], store: "grid_store.GridStore",
+                  dataset: Any) -> list[dict[str, Any]]:
     """Attack one batch and turn the result into one row per example."""
-    y = batch.y if segmentation_scores is None else _segmentation_target(batch, channels)
+    y = batch.y if seg is None else label_masks(batch.masks, batch.y, seg.classes)
     attacks = {s.name: s.build(norm=schema.threat.norm, eps=schema.threat.eps, task=task,
                                seed=batch_seed(schema.seed, batch.index, s.index)) for s in specs}
     torch.manual_seed(batch_seed(schema.seed, batch.index, len(specs)))  # randomized defences under EOT
@@ -169,36 +189,57 @@ def _attack_batch(batch: Batch, model: torch.nn.Module, specs: list[AttackSpec],
         for name, res in result.results.items():
             preds[name] = model(res.adv).argmax(1)
     clean_pred = result.clean_output.argmax(1)
-    classes = dataset.classes
+    if seg is None:
+        rows = _classification_rows(batch, result, preds, clean_pred, dataset.classes)
+        store.offer(batch, result, rows)
+    else:
+        rows = _segmentation_rows(batch, result, preds, clean_pred, y, seg, dataset.classes)
+        store.offer(batch, result, rows, labels=(y, clean_pred, preds))
+    return rows
+
+
+def _costs(result: Any, name: str, j: int) -> dict[str, Any]:
+    res = result.results[name]
+    return {"norm": float(result.norms[name][j]), "queries": int(res.queries[j]), "gradients": int(res.gradients[j])}
+
+
+def _classification_rows(batch: Batch, result: Any, preds: dict[str, torch.Tensor], clean_pred: torch.Tensor,
+                         classes: list[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    seg = (None if segmentation_scores is None else
-           {"clean": segmentation_scores(clean_pred, y, channels),
-            **{name: segmentation_scores(p, y, channels) for name, p in preds.items()}})
     for j, example_id in enumerate(batch.ids):
         label = int(batch.y[j])
         row: dict[str, Any] = {"index": batch.start + j, "id": example_id, "label": label,
-                               "label_name": classes[label]}
-        per_attack: dict[str, Any] = {}
-        if seg is None:
-            row["clean_prediction"] = int(clean_pred[j])
-            row["clean_correct"] = bool(clean_pred[j] == label)
-        else:
-            row["clean"] = {k: float(v[j]) for k, v in seg["clean"].items()}
-            row["clean_correct"] = bool(result.clean_correct[j])
-        for name, res in result.results.items():
-            entry: dict[str, Any] = {"success": bool(res.success[j])}
-            if seg is None:
-                entry["prediction"] = int(preds[name][j])
-            else:
-                entry.update({k: float(v[j]) for k, v in seg[name].items()})
-            entry.update(norm=float(result.norms[name][j]), queries=int(res.queries[j]),
-                         gradients=int(res.gradients[j]))
-            per_attack[name] = entry
-        row["attacks"] = per_attack
-        broken = (not row["clean_correct"]) or any(e["success"] for e in per_attack.values())
+                               "label_name": classes[label], "clean_prediction": int(clean_pred[j]),
+                               "clean_correct": bool(clean_pred[j] == label)}
+        row["attacks"] = {name: {"success": bool(res.success[j]), "prediction": int(preds[name][j]),
+                                 **_costs(result, name, j)} for name, res in result.results.items()}
+        broken = (not row["clean_correct"]) or any(e["success"] for e in row["attacks"].values())
         row["robust"] = not broken
         row["worst_score"] = float(result.worst_score[j])
         row["worst_attack"] = None if row["robust"] else result.worst_attack[j]
         rows.append(row)
-    store.offer(batch, result, rows, preds)
+    return rows
+
+
+def _segmentation_rows(batch: Batch, result: Any, preds: dict[str, torch.Tensor], clean_pred: torch.Tensor,
+                       target: torch.Tensor, seg: SegmentationSetup, classes: list[str]) -> list[dict[str, Any]]:
+    """Rows with the clean and per-attack scores; the worst case is the lowest ``seg.worst`` score over
+    the clean input (delta = 0 lies in the ball) and every attack, the earliest on ties."""
+    scores = {"clean": seg.scores(clean_pred, target, seg.channels),
+              **{name: seg.scores(p, target, seg.channels) for name, p in preds.items()}}
+    rows: list[dict[str, Any]] = []
+    for j, example_id in enumerate(batch.ids):
+        label = int(batch.y[j])
+        per = {name: {m: float(scores[name][m][j]) for m in SEGMENTATION_METRICS} for name in scores}
+        row: dict[str, Any] = {"index": batch.start + j, "id": example_id, "label": label,
+                               "label_name": classes[label], "clean": per["clean"],
+                               "clean_correct": bool(result.clean_correct[j])}
+        row["attacks"] = {name: {"success": bool(res.success[j]), **per[name], **_costs(result, name, j)}
+                          for name, res in result.results.items()}
+        row["robust"] = row["clean_correct"] and not any(e["success"] for e in row["attacks"].values())
+        worst = min(per, key=lambda name: per[name][seg.worst])   # dict order: clean first, then attacks
+        row["worst_score"] = per[worst][seg.worst]
+        row["worst_attack"] = worst
+        row["worst"] = per[worst]
+        rows.append(row)
     return rows

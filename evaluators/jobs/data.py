@@ -12,7 +12,7 @@ from torch import nn
 
 from threedb.evaluators.models import LoadedModel, load_model
 from threedb.evaluators.pixel_space import pixel_model
-from threedb.evaluators.preprocess import Preprocess
+from threedb.evaluators.preprocess import INTERPOLATION, Preprocess
 
 
 class TensorOutput(nn.Module):
@@ -82,6 +82,30 @@ def stratified(labels: Sequence[int], n: int | None) -> list[int]:
     return out
 
 
+def resize_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """A bool ``HxW`` object mask at ``size``, resized as the image is (bilinear with antialiasing, the
+    resize of :mod:`threedb.evaluators.preprocess`) and thresholded at 0.5; unchanged at its own size.
+
+    The convention of ``threedb train``'s segmentation data
+    (:class:`threedb.evaluators.training.data.SegmentedImages`), so a model is attacked against the
+    masks it was trained on."""
+    mask = torch.as_tensor(mask)
+    if tuple(mask.shape) == tuple(size):
+        return mask.bool()
+    return F.interpolate(mask[None, None].float(), size=tuple(size), mode=INTERPOLATION, antialias=True,
+                         align_corners=False)[0, 0] > 0.5
+
+
+def label_masks(masks: torch.Tensor, labels: torch.Tensor, classes: str) -> torch.Tensor:
+    """Per-pixel labels (``int64 NxHxW``) from bool object masks ``NxHxW`` and class indices ``N``:
+    ``classes="binary"``: 1 on the object, 0 elsewhere; ``"per_class"``: class index + 1 on the object
+    (the two ``segmentation.classes`` of ``threedb train``)."""
+    if classes not in ("binary", "per_class"):
+        raise ValueError(f"classes must be binary or per_class, got {classes!r}")
+    value = torch.ones_like(labels) if classes == "binary" else labels.long() + 1
+    return masks.long() * value.long()[:, None, None]
+
+
 @dataclass
 class Batch:
     """A batch of examples: ``x`` in [0, 1] at the model resolution, labels, ids, and masks when asked."""
@@ -91,7 +115,7 @@ class Batch:
     x: torch.Tensor
     y: torch.Tensor
     ids: list[str]
-    masks: torch.Tensor | None = None   #: bool NxHxW object masks at the model resolution
+    masks: torch.Tensor | None = None   #: bool NxHxW object masks at the model resolution (:func:`resize_mask`)
 
 
 def iterate_batches(dataset: Any, indices: Sequence[int], preprocess: Preprocess, batch_size: int,
@@ -108,11 +132,10 @@ def iterate_batches(dataset: Any, indices: Sequence[int], preprocess: Preprocess
         ids = [str(item[2]["id"]) for item in items]
         mask_t = None
         if masks:
-            stacked = [item[2]["mask"].float()[None, None] for item in items]
             size = tuple(x.shape[-2:])
-            mask_t = torch.cat([F.interpolate(m, size=size, mode="nearest") for m in stacked])[:, 0] > 0.5
-            mask_t = mask_t.to(device)
+            mask_t = torch.stack([resize_mask(item[2]["mask"], size) for item in items]).to(device)
         yield Batch(b, b * batch_size, x, y, ids, mask_t)
 
 
-__all__ = ["Batch", "JobModel", "TensorOutput", "iterate_batches", "load_job_model", "stratified"]
+__all__ = ["Batch", "JobModel", "TensorOutput", "iterate_batches", "label_masks", "load_job_model", "resize_mask",
+           "stratified"]
