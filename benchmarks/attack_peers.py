@@ -67,7 +67,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--only", nargs="*", help="attack names to run (default all)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads for every library (default 1: on a shared 2-core machine, 2 "
+                             "OpenMP threads beside another busy process slow down many times over)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     from threedb.robustness import attacks as ours
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from threedb.evaluators.preprocess import INTERPOLATION, Preprocess
+from threedb.evaluators.jobs.data import label_masks, resize_mask
+from threedb.evaluators.preprocess import Preprocess
 from threedb.evaluators.training.config import AugmentConfig
 
 
@@ -123,8 +123,5 @@ class SegmentedImages(Dataset):
             chw, mask = self.augment(chw, tv_tensors.Mask(mask[None]))
             mask = mask.as_subclass(torch.Tensor)[0]
         x = self.preprocess(chw.permute(1, 2, 0)[None])[0]
-        if tuple(mask.shape) != tuple(x.shape[-2:]):
-            mask = F.interpolate(mask[None, None].float(), size=tuple(x.shape[-2:]), mode=INTERPOLATION,
-                                 antialias=True, align_corners=False)[0, 0] > 0.5
-        value = 1 if self.classes == "binary" else int(label) + 1
-        return x, mask.to(torch.long) * value
+        mask = resize_mask(mask, x.shape[-2:])
+        return x, label_masks(mask[None], torch.tensor([int(label)]), self.classes)[0]
