@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from threedb.evaluators.architectures import UNet
-from threedb.evaluators.attack.config import load_attack_config
+from threedb.evaluators.attack.config import attack_specs, load_attack_config
 from threedb.evaluators.attack.runner import batch_seed, run_attack_job
 from threedb.evaluators.datasets import ImageDataset
 from threedb.evaluators.jobs.data import load_job_model, stratified
@@ -246,7 +246,8 @@ def test_example_config_points_at_the_trained_segmentation_model():
     config = load_attack_config(EXAMPLE)
     assert config.schema.task == "segmentation"
     assert Path(config.schema.model["card"]).resolve() == (REPO / "runs" / "qs-seg-fbf-trades" / "card.json").resolve()
-    assert [a["type"] for a in config.schema.attacks] == ["fgsm", "pgd", "apgd", "square"]
+    assert [a["type"] for a in config.schema.attacks] == ["fgsm", "pgd", "apgd", "square", "pgd"]
+    assert [s.name for s in attack_specs(config)] == ["fgsm", "pgd", "apgd-ce", "square", "pgd-removal"]
 
 
 def test_per_class_masks_label_the_object_with_its_class(tmp_path):
@@ -267,3 +268,41 @@ def test_per_class_masks_label_the_object_with_its_class(tmp_path):
             assert set(np.unique(grid["mask"][k]).tolist()) == {0, label + 1}
     for r in rows:
         assert r["worst_score"] == min(r["clean"]["iou"], r["attacks"]["fgsm"]["iou"])
+
+
+def test_object_removal_entry_joins_the_worst_case(unet_card, finished, tmp_path):
+    """``target: background`` runs PGD towards the all-background mask (object removal) for the untargeted
+    goal: it is one more attack in the worst case, whose F-measure can only go down with it."""
+    removal = {"type": "pgd", "steps": 5, "step_size": EPS / 2, "schedule": "cosine", "target": "background"}
+    config = load_attack_config(write_config(tmp_path, unet_card, attacks=[*ATTACKS, removal]))
+    assert [s.name for s in attack_specs(config)] == [*NAMES, "pgd-removal"]
+    report = run_attack_job(config, out=tmp_path / "out", device="cpu", quiet=True)
+    rows, before = rows_of(tmp_path / "out"), rows_of(finished)
+    head, head_before = report["headline"], json.loads((finished / "report.json").read_text())["headline"]
+    for r, b in zip(rows, before):
+        assert r["id"] == b["id"] and r["attacks"]["pgd"] == b["attacks"]["pgd"]   # same seeds for the others
+        gone = r["attacks"]["pgd-removal"]
+        assert gone["gradients"] == 5 and gone["queries"] == 7 and gone["norm"] <= EPS + 1e-6
+        assert set(METRICS) <= set(gone)
+        assert r["worst_score"] <= b["worst_score"] + 1e-12
+    print(f"\nF: clean {head['clean_f_measure']:.3f}, "
+          f"worst without removal {head_before['adversarial_f_measure']:.3f}, "
+          f"removal {head['f_measure.pgd-removal']:.3f}, worst with it {head['adversarial_f_measure']:.3f}")
+    assert head["adversarial_f_measure"] <= head_before["adversarial_f_measure"]
+    assert any(r["worst_attack"] == "pgd-removal" for r in rows)
+    names = [row[0] for row in report["tables"][0]["rows"]]
+    assert names == ["clean", *NAMES, "pgd-removal", "worst case"]
+    assert "target=background" in report["tables"][0]["rows"][5][1]
+
+
+@pytest.mark.parametrize("task, entry, words", [
+    ("classification", {"type": "pgd", "target": "background"}, "task: segmentation only"),
+    ("segmentation", {"type": "square", "target": "background"}, "cannot run towards a target"),
+    ("segmentation", {"type": "pgd", "target": "object"}, "unknown target"),
+])
+def test_a_bad_target_is_one_error_naming_it(unet_card, tmp_path, capsys, task, entry, words):
+    changes = {"task": task, "attacks": [{"type": "fgsm"}, entry]}
+    if task == "classification":
+        changes["segmentation"] = None
+    line = error_of(capsys, ["attack", str(write_config(tmp_path, unet_card, **changes))])
+    assert "job.yaml: attacks[1].target:" in line and words in line

@@ -21,6 +21,8 @@
       - {type: apgd, steps: 20}        # loss: ce | dlr
       - {type: apgdt, steps: 20, target_classes: 3}
       - {type: square, queries: 300}
+      # task: segmentation only: target: background runs fgsm/pgd/apgd (ce) as object removal
+      - {type: pgd, steps: 10, step_size: 0.0157, schedule: cosine, target: background}   # "pgd-removal"
     defense: null                      # optional input transform {module|file, class, args} before the model
     bpda: false                        # gradients through `defense` by straight-through (BPDA)
     eot: null                          # {samples: 10, average: probs}: expectation over a randomized model
@@ -38,7 +40,7 @@ from typing import Any, Literal, Mapping, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from threedb.evaluators.jobs.config import MODEL_PATH_KEYS, JobConfig, load_job_config
-from threedb.robustness.attacks import APGD, APGDT, FGSM, PGD, Attack, AttackError, Square
+from threedb.robustness.attacks import APGD, APGDT, FGSM, PGD, Attack, AttackError, Square, object_removal
 from threedb.robustness.attacks.base import check_budget
 
 _STRICT = ConfigDict(extra="forbid")
@@ -48,6 +50,10 @@ ATTACK_TYPES: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "apgd": APGD,
 #: Constructor arguments the job sets itself (one threat model per job, seeds per batch).
 JOB_ARGS = frozenset({"norm", "eps", "task", "seed", "targeted", "gradient_check"})
 PATH_KEYS = (("data", "root"), ("output",), ("defense", "file"), *MODEL_PATH_KEYS)
+#: ``target:`` values of an attack entry (task: segmentation) -> the name suffix they add.
+TARGETS = {"background": "removal"}
+#: The attack types that can run towards a target (targeted cross-entropy).
+TARGETABLE = ("fgsm", "pgd", "apgd")
 
 
 def parse_eps(value: Any) -> float:
@@ -143,7 +149,8 @@ class AttackSchema(BaseModel):
 
 @dataclass(frozen=True)
 class AttackSpec:
-    """One validated ``attacks[i]`` entry: its report name, class and keyword arguments."""
+    """One validated ``attacks[i]`` entry: its report name, class and keyword arguments (``args`` keeps
+    ``target:`` when the entry has one, so the report's settings show it)."""
 
     index: int
     name: str
@@ -151,18 +158,30 @@ class AttackSpec:
     cls: type[Attack]
     args: dict[str, Any]
 
+    @property
+    def target(self) -> Optional[str]:
+        """``background`` for an object-removal entry (``target: background``), else None."""
+        return self.args.get("target")
+
     def build(self, *, norm: str, eps: float, task: Any, seed: int) -> Attack:
-        """The attack for one batch (``seed`` differs per batch)."""
-        kwargs = dict(self.args, eps=eps, task=task, seed=seed)
+        """The attack for one batch (``seed`` differs per batch); a ``target: background`` entry is the
+        targeted attack towards the all-background mask with the untargeted goal (object removal)."""
+        kwargs = {k: v for k, v in self.args.items() if k != "target"}
+        kwargs.update(eps=eps, task=task, seed=seed)
         if self.cls is not Square:
             kwargs["norm"] = norm
-        return self.cls(**kwargs)
+        if self.target is None:
+            return self.cls(**kwargs)
+        return object_removal(self.cls(**kwargs, targeted=True), name=self.name)
 
 
 def default_name(kind: str, args: Mapping[str, Any]) -> str:
     if kind == "apgd":
-        return f"apgd-{args.get('loss', 'ce')}"
-    return {"apgdt": "apgd-t"}.get(kind, kind)
+        base = f"apgd-{args.get('loss', 'ce')}"
+    else:
+        base = {"apgdt": "apgd-t"}.get(kind, kind)
+    target = args.get("target")
+    return f"{base}-{TARGETS[target]}" if target in TARGETS else base
 
 
 def attack_specs(config: JobConfig[AttackSchema]) -> list[AttackSpec]:
@@ -180,7 +199,9 @@ def attack_specs(config: JobConfig[AttackSchema]) -> list[AttackSpec]:
         cls = ATTACK_TYPES[kind]
         allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in JOB_ARGS | {"self"}]
         args = {k: v for k, v in entry.items() if k not in ("type", "name")}
-        for arg in args:
+        if "target" in args:
+            _check_target(config, key, kind, args["target"])
+        for arg in (a for a in args if a != "target"):
             if arg not in allowed:
                 why = (f"{arg} is set by the job for every attack (threat.norm/threat.eps, seed, task)"
                        if arg in JOB_ARGS else f"unknown argument {arg!r} for {kind}")
@@ -215,6 +236,20 @@ def attack_specs(config: JobConfig[AttackSchema]) -> list[AttackSpec]:
     return specs
 
 
+def _check_target(config: JobConfig[AttackSchema], key: str, kind: str, target: Any) -> None:
+    """``attacks[i].target``: segmentation only, ``background`` only, on an attack that can be targeted."""
+    if config.schema.task != "segmentation":
+        raise config.error(f"{key}.target", "target: (object removal towards the all-background mask) is for "
+                           "task: segmentation only; for a classifier use apgdt (targeted DLR, untargeted goal)",
+                           value=target, expected="no target: under task: classification")
+    if target not in TARGETS:
+        raise config.error(f"{key}.target", f"unknown target {target!r}", value=target,
+                           expected=f"one of {', '.join(TARGETS)} (every pixel pushed to class 0)")
+    if kind not in TARGETABLE:
+        raise config.error(f"{key}.target", f"{kind} cannot run towards a target", value=target,
+                           expected=f"target: on {', '.join(TARGETABLE)} (loss ce)")
+
+
 def _segmentation_args(config: JobConfig[AttackSchema], key: str, kind: str, args: dict[str, Any]) -> dict[str, Any]:
     """The arguments of ``attacks[i]`` for ``task: segmentation``: the pixel-wise cross-entropy is the only
     loss (DLR and the margin need one logit vector per image); Square's loss defaults to ce there."""
@@ -245,5 +280,5 @@ def load_attack_config(path: str | Path, *, overrides: Mapping[str, Any] | None 
     return config
 
 
-__all__ = ["ATTACK_TYPES", "AttackSchema", "AttackSpec", "SEGMENTATION_METRICS", "SegmentationConfig", "attack_specs",
-           "load_attack_config", "parse_eps"]
+__all__ = ["ATTACK_TYPES", "AttackSchema", "AttackSpec", "SEGMENTATION_METRICS", "SegmentationConfig", "TARGETS",
+           "attack_specs", "load_attack_config", "parse_eps"]
