@@ -73,7 +73,7 @@ COMMAND_MODULES: list[tuple[str, str, str]] = [
     ("companion", "threedb.companion.cli", "export renders with edge overlays, poses and USDZ for physical recreation"),
     ("dashboard", "threedb.dashboard.cli", "explore run results in the browser (live while runs write)"),
     ("dataset", "threedb.evaluators.datasets.cli", "export a run's images as a versioned image-folder dataset"),
-    ("train", "threedb.evaluators.training.cli", "train a classifier on a dataset (checkpoints, resume, model card)"),
+    ("train", "threedb.evaluators.training.cli", "train a classifier or segmenter, standard or adversarial (checkpoints, resume, model card)"),
     ("attack", "threedb.evaluators.attack.cli", "attack a model on a dataset (FGSM, PGD, APGD, Square; worst case) and report"),
 ]
 
