@@ -274,9 +274,8 @@ def test_bpda_straight_through_is_exact_forward_and_identity_backward(mnist_mlp)
         BPDA(model, lambda v: v.repeat(1, 2, 1, 1))(x[:2])
 
 
-@pytest.fixture(scope="module")
-def segmentation_net() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A 3-layer fully convolutional object/background net trained on the shipped renders' masks at 32 px."""
+def shipped_masks_32() -> tuple[torch.Tensor, torch.Tensor]:
+    """The shipped renders at 32 px in [0, 1] and their object masks (0/1 labels) at 32 px."""
     from threedb.evaluators.datasets import ImageDataset
 
     torch.set_num_threads(1)
@@ -284,7 +283,13 @@ def segmentation_net() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     items = [ds[i] for i in range(len(ds))]
     x = F.interpolate(torch.stack([it[0] for it in items]).float() / 255, size=32, mode="area")
     masks = torch.stack([torch.as_tensor(it[2]["mask"]) for it in items]).float()[:, None]
-    m = F.interpolate(masks, size=32, mode="nearest")[:, 0].long()
+    return x, F.interpolate(masks, size=32, mode="nearest")[:, 0].long()
+
+
+@pytest.fixture(scope="module")
+def segmentation_net() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A 3-layer fully convolutional object/background net trained on the shipped renders' masks at 32 px."""
+    x, m = shipped_masks_32()
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=2, dilation=2),
                         nn.ReLU(), nn.Conv2d(16, 2, 1))
@@ -328,14 +333,8 @@ def segmentation_unet() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A tiny UNet (width 8, depth 2: a receptive field over the whole object) trained with Adam for 150
     steps on 360 shipped renders' masks at 32 px (clean F ~0.88 on the other 80), a few seconds."""
     from threedb.evaluators.architectures import UNet
-    from threedb.evaluators.datasets import ImageDataset
 
-    torch.set_num_threads(1)
-    ds = ImageDataset(HELDOUT)
-    items = [ds[i] for i in range(len(ds))]
-    x = F.interpolate(torch.stack([it[0] for it in items]).float() / 255, size=32, mode="area")
-    masks = torch.stack([torch.as_tensor(it[2]["mask"]) for it in items]).float()[:, None]
-    m = F.interpolate(masks, size=32, mode="nearest")[:, 0].long()
+    x, m = shipped_masks_32()
     torch.manual_seed(0)
     net = UNet(2, width=8, depth=2)
     opt = torch.optim.Adam(net.parameters(), 3e-3)
