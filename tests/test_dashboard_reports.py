@@ -287,6 +287,7 @@ def test_robustness_tab_shows_reports_side_by_side(page, two_reports, tmp_path):
         touch_later(two_reports[1] / "report.json")
         until(page, "(() => { const c = document.querySelector(\"#headline-table td[data-report='1'][data-name='certified_accuracy']\"); "
                     "return c && c.textContent === '0.7'; })()")
+        page.goto("about:blank")   # stop the page's polling before the server goes away
 
 
 def test_reports_only_page_opens_on_robustness(page, two_reports):
@@ -298,3 +299,4 @@ def test_reports_only_page_opens_on_robustness(page, two_reports):
         assert not page.locator("button[data-tab=explore]").is_visible()
         assert not page.locator("#run-label").is_visible()
         until(page, "Array.from(document.querySelectorAll('#report-columns img')).every(i => i.complete && i.naturalWidth > 0)")
+        page.goto("about:blank")   # stop the page's polling before the server goes away
