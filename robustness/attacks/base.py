@@ -7,8 +7,9 @@ Conventions (every robustness module follows them):
 * a model is called in ``eval()`` mode while it is attacked (its mode is restored afterwards);
 * every adversarial output lies in the ``eps``-ball around ``x`` (L-inf or L2) **and** in the
   ``[0, 1]`` box;
-* randomness comes from a ``torch.Generator`` seeded by the attack's ``seed``: same seed, same
-  result (on one device and torch build);
+* randomness comes from a CPU ``torch.Generator`` seeded by the attack's ``seed`` (draws are moved
+  to the input's device): same seed, same result, and CPU and CUDA runs draw the same numbers, so
+  they agree up to floating-point differences in the model;
 * a *task* says what the model outputs and what the attacker maximises: :class:`Classification`
   (logits ``NxK``, labels ``N``) or :class:`Segmentation` (logits ``NxKxHxW``, masks ``NxHxW``).
 """
@@ -168,15 +169,24 @@ def normalized_gradient(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
     return grad / n.view(-1, *([1] * (grad.ndim - 1)))
 
 
+def draw(sample: Callable[..., torch.Tensor], *args: object, generator: torch.Generator,
+         like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``sample(*args)`` (``torch.rand``, ``randn``, ``randint``) drawn on the generator's device and moved
+    to ``like``'s: attacks draw from a CPU generator, so CPU and CUDA runs see the same random numbers."""
+    out = sample(*args, generator=generator, device=generator.device,
+                 **({"dtype": dtype} if dtype is not None else {}))
+    return out.to(like.device)
+
+
 def random_in_ball(x: torch.Tensor, norm: Norm, eps: float, generator: torch.Generator) -> torch.Tensor:
     """A uniform random perturbation of ``x`` inside the ball (L2: uniform in the ball's volume), then the box."""
     if norm == "linf":
-        delta = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+        delta = (draw(torch.rand, x.shape, generator=generator, like=x, dtype=x.dtype) * 2 - 1) * eps
     else:
         d = x[0].numel()
-        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        direction = draw(torch.randn, x.shape, generator=generator, like=x, dtype=x.dtype)
         direction = normalized_gradient(direction, "l2")
-        radius = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d) * eps
+        radius = draw(torch.rand, x.shape[0], generator=generator, like=x, dtype=x.dtype) ** (1.0 / d) * eps
         delta = direction * radius.view(-1, *([1] * (x.ndim - 1)))
     return (x + delta).clamp(0.0, 1.0)
 
@@ -357,7 +367,7 @@ class Attack:
             raise AttackError(f"{self.name} is targeted: pass target= labels")
         if not self.targeted and target is not None:
             raise AttackError(f"{self.name} is untargeted: do not pass target= (or set targeted=True)")
-        generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)   # CPU: the same draws on every device
         with eval_mode(model):
             result = self.run(model, x.detach(), y, target, generator)
         check_in_threat(result.adv, x, self.norm, self.eps)

@@ -20,7 +20,7 @@ from typing import Literal, Optional
 import torch
 
 from threedb.robustness.attacks.base import (Attack, AttackError, AttackResult, Best, Classification, Model,
-                                             Task, keep_stronger)
+                                             Task, draw, keep_stronger)
 
 SquareLoss = Literal["margin", "ce"]
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -88,7 +88,7 @@ class Square(Attack):
         dev, eps = x.device, self.eps
 
         def signs(*shape: int) -> torch.Tensor:
-            return torch.randint(0, 2, shape, generator=generator, device=dev).to(x.dtype) * 2 - 1
+            return draw(torch.randint, 0, 2, shape, generator=generator, like=x).to(x.dtype) * 2 - 1
 
         delta = eps * signs(n, c, 1, w).expand(n, c, h, w).contiguous()
         adv = (x + delta).clamp(0, 1)
@@ -103,8 +103,8 @@ class Square(Attack):
             m = active.numel()
             p = square_fraction(self.p_init, q, self.queries)
             side = max(min(int(round(math.sqrt(p * h * w))), h - 1, w - 1), 1)
-            r = torch.randint(0, h - side + 1, (m,), generator=generator, device=dev)
-            s = torch.randint(0, w - side + 1, (m,), generator=generator, device=dev)
+            r = draw(torch.randint, 0, h - side + 1, (m,), generator=generator, like=x)
+            s = draw(torch.randint, 0, w - side + 1, (m,), generator=generator, like=x)
             window = (((rows[None] >= r[:, None]) & (rows[None] < r[:, None] + side))[:, :, None]
                       & ((cols[None] >= s[:, None]) & (cols[None] < s[:, None] + side))[:, None, :])[:, None]
             current = delta[active]
