@@ -266,7 +266,7 @@ def input_gradient(model: Model, task: Task, x_adv: torch.Tensor, y: torch.Tenso
     if grad is None:
         raise GradientError("the model's output does not depend differentiably on its input; "
                             "wrap it with threedb.robustness.attacks.BPDA")
-    if not torch.isfinite(grad).all():
+    if not bool(torch.isfinite(grad.sum())):   # one reduction: a NaN or inf anywhere makes the sum non-finite
         raise GradientError("the model's input gradient has NaN or infinite entries (a gradient-masking "
                             "or numerically broken defence); wrap it with threedb.robustness.attacks.BPDA")
     if check_zero:
