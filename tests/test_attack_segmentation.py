@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from test_attack_job import error_of  # one CLI-error helper (exit 2, one error: line)
 from threedb.evaluators.architectures import UNet
 from threedb.evaluators.attack.config import attack_specs, load_attack_config
 from threedb.evaluators.attack.runner import batch_seed, run_attack_job
@@ -191,14 +192,6 @@ def test_resume_after_a_kill_reports_the_same(unet_card, finished, tmp_path):
     assert report["headline"] == before["headline"] and report["tables"] == before["tables"]
     with np.load(resumed / "grid.npz") as a, np.load(finished / "grid.npz") as b:
         assert a["ids"].tolist() == b["ids"].tolist() and np.array_equal(a["adv_pred"], b["adv_pred"])
-
-
-def error_of(capsys, argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 @pytest.mark.parametrize("changes, key, words", [

@@ -9,12 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
+from test_dashboard_browser import until  # polls a JS expression (the page's CSP forbids wait_for_function)
 from threedb.dashboard import synthetic
 from threedb.dashboard.cli import open_dirs
 from threedb.dashboard.loader import Run
@@ -220,15 +220,6 @@ def test_reports_are_reread_while_serving(tmp_path):
 
 
 # -- in a real browser ---------------------------------------------------------------------------------
-def until(page, js: str, timeout: float = 15.0) -> None:
-    """Poll a JS expression until truthy (page.wait_for_function evals, which the page's CSP forbids)."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(js):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {js}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def page():
     if not Path(CHROMIUM).exists():

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from threedb.evaluators.jobs.output import write_atomic
 from threedb.evaluators.jobs.plots import new_figure
 
 STORE = "grid.npz"
@@ -73,9 +74,7 @@ class GridStore:
                  adv=np.stack([e["adv"] for _, e in chosen]) if chosen else np.zeros((0,)),
                  **{key: np.stack([e[key] for _, e in chosen]) for key in _LABEL_KEYS
                     if chosen and all(key in e for _, e in chosen)})
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(buffer.getvalue())
-        tmp.replace(self.path)
+        write_atomic(self.path, buffer.getvalue())
         self.dirty = False
 
     def shown(self) -> list[dict[str, Any]]:
@@ -118,10 +117,7 @@ def draw_grid(store: GridStore, rows_by_id: Mapping[str, Mapping[str, Any]], cla
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle("clean | worst-case adversarial | perturbation (0.5 + delta / 2 eps)", fontsize=8)
-    path = Path(out_dir) / "grid.png"
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
-    write_atomic_bytes(path, buffer.getvalue())
+    _save_grid(fig, out_dir)
     return {"title": "clean vs worst-case adversarial examples (true label, predictions, amplified perturbation)",
             "png": "grid.png"}
 
@@ -158,9 +154,7 @@ def _draw_segmentation_grid(shown: Sequence[Mapping[str, Any]], rows_by_id: Mapp
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle("image | true mask | clean prediction | worst-case adversarial prediction", fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
-    write_atomic_bytes(Path(out_dir) / "grid.png", buffer.getvalue())
+    _save_grid(fig, out_dir)
     return {"title": "segmentation: image, true mask, clean and worst-case adversarial predictions",
             "png": "grid.png"}
 
@@ -169,10 +163,11 @@ def _short(metric: str) -> str:
     return {"pixel_accuracy": "acc", "iou": "IoU", "sbd": "SBD", "f_measure": "F"}.get(metric, metric)
 
 
-def write_atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+def _save_grid(fig: Any, out_dir: Path) -> None:
+    """``OUT/grid.png``, written atomically (a dashboard may be reading it)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
+    write_atomic(Path(out_dir) / "grid.png", buffer.getvalue())
 
 
 def _clean_caption(row: Mapping[str, Any], classes: Sequence[str]) -> str:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from threedb.evaluators.models import LoadedModel, load_model
+from threedb.evaluators.models import LoadedModel, ModelError, check_outputs, load_model
 from threedb.evaluators.pixel_space import pixel_model
 from threedb.evaluators.preprocess import INTERPOLATION, Preprocess
 
@@ -54,13 +54,14 @@ class JobModel:
 def load_job_model(spec: Mapping[str, Any], *, base_dir: str | Path, device: torch.device,
                    file: Any = None, key: str = "model") -> JobModel:
     """Load an ``inference:`` mapping as a pixel-space model; the output is checked against the label map."""
-    loaded = load_model(spec, base_dir=base_dir, file=file, key=key, device=device, check_output=True)
+    loaded = load_model(spec, base_dir=base_dir, file=file, key=key, device=device, check_output=False)
+    # one blank image: checked against the label map / output_shape, and its output shape kept
+    out = check_outputs(loaded, file=file, key=key)
     model, pre = pixel_model(loaded)
-    wrapped = TensorOutput(model).eval()
-    h, w = pre.resolution or (224, 224)
-    with torch.no_grad():
-        out = wrapped(torch.zeros(1, 3, h, w, device=loaded.device))
-    return JobModel(wrapped, loaded, pre, tuple(out.shape[1:]))
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(f"{loaded.source}: a robustness job needs a model whose output is a tensor "
+                         f"(logits), not {type(out).__name__}")
+    return JobModel(TensorOutput(model).eval(), loaded, pre, tuple(out.shape[1:]))
 
 
 def stratified(labels: Sequence[int], n: int | None) -> list[int]:
