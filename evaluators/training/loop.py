@@ -23,13 +23,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from threedb.evaluators.models import load_model, resolve_device
-from threedb.evaluators.preprocess import Preprocess
+from threedb.evaluators.pixel_space import pixel_model
 from threedb.evaluators.training.card import write_card
 from threedb.evaluators.training.config import TrainConfig
 from threedb.evaluators.training.data import LabelledImages, SegmentedImages
 from threedb.evaluators.training.objectives import make_objective
 from threedb.robustness.attacks import GradientError
-from threedb.robustness.models import Normalized
 from threedb.sim.errors import ConfigError, ThreeDBError
 
 CHECKPOINT = "checkpoint.pt"
@@ -155,7 +154,8 @@ def open_dataset(root: str, *, file: Any = None, key: str = "data.train", masks:
                 raise ConfigError(f"dataset {dataset.root} has no object masks, which segmentation training "
                                   f"needs (task: segmentation); export a run that logged the mask pass, or "
                                   f"train with task: classification", file=file, key="task", value="segmentation")
-            dataset = ImageDataset(root, extras=True, passes=["mask"])
+            if tuple(dataset.passes) != ("mask",):   # load no other pass (depth, uv...) per item
+                dataset = ImageDataset(root, extras=True, passes=["mask"])
         if environments is not None:
             dataset = dataset.subset(environments=environments)
             if not len(dataset):
@@ -233,9 +233,7 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
     if not isinstance(loaded.model, nn.Module):
         raise TrainingError(f"{config.source}: model: must build a torch module ({loaded.kind} files cannot be trained)")
     inner = loaded.model
-    pre = loaded.preprocess
-    model = Normalized(inner, pre.mean, pre.std).to(dev)          # a model of [0, 1] images
-    pixels = Preprocess(None, None, pre.resolution)
+    model, pixels = pixel_model(loaded)          # a model of [0, 1] images, and the resize to its input
     objective = make_objective(cfg.objective, cfg.objective_args, file=config.source)
 
     def dataset(base: Any, augment: Any) -> Dataset:
