@@ -20,7 +20,8 @@ from threedb.evaluators.jobs.output import JobOutput, JobOutputError
 from threedb.evaluators.jobs.progress import print_summary, progress
 from threedb.evaluators.models import resolve_device
 from threedb.robustness.attacks import Classification, GradientError, Segmentation, evaluate_ensemble
-from threedb.sim.errors import ConfigError, ThreeDBError
+from threedb.robustness.metrics import segmentation_scores
+from threedb.sim.errors import ThreeDBError
 
 
 class AttackJobError(ThreeDBError):
@@ -85,11 +86,6 @@ class SegmentationSetup:
 def _segmentation_setup(config: JobConfig[AttackSchema], channels: int, dataset: Any) -> SegmentationSetup:
     """``segmentation.classes`` (``auto``: binary for a 2-channel model, else per_class) checked against the
     model's channel count."""
-    try:
-        from threedb.robustness.metrics import segmentation_scores
-    except ImportError:
-        raise ConfigError("task: segmentation needs threedb.robustness.metrics, which this install lacks",
-                          file=config.file_of("task"), key="task") from None
     seg = config.schema.segmentation or SegmentationConfig()
     classes = seg.classes if seg.classes != "auto" else ("binary" if channels == 2 else "per_class")
     expected = 2 if classes == "binary" else len(dataset.classes) + 1
