@@ -34,26 +34,17 @@ with it.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator, Literal, Optional
+from typing import Callable, Literal, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from threedb.robustness.attacks.base import AttackError, clip_to_threat, normalized_gradient, random_in_ball
+from threedb.robustness.attacks.base import (AttackError, clip_to_threat, eval_mode, normalized_gradient,
+                                             random_in_ball)
 
 Norm = Literal["linf", "l2"]
 
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
@@ -154,7 +145,7 @@ def pgd_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: floa
     else:
         x_adv = x.clone()
     loss_of = _task_loss_sum(model, y)
-    with _eval_mode(model):
+    with eval_mode(model):
         for _ in range(steps):
             grad = _input_gradient(loss_of, x_adv)
             x_adv = clip_to_threat(x_adv + step_size * normalized_gradient(grad, norm), x, norm, eps)
@@ -168,7 +159,7 @@ def trades_example(model: nn.Module, x: torch.Tensor, clean_logits: torch.Tensor
     target = clean_logits.detach()
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     x_adv = clip_to_threat(x + 0.001 * noise, x, "linf", eps)
-    with _eval_mode(model):
+    with eval_mode(model):
         for _ in range(steps):
             grad = _input_gradient(lambda z: kl_divergence(target, model(z)) * z.shape[0], x_adv)
             x_adv = clip_to_threat(x_adv + step_size * grad.sign(), x, "linf", eps)

@@ -15,6 +15,7 @@ from torch import nn
 
 from threedb.robustness.attacks import APGD, APGDT, PGD, Classification, Segmentation, Square, Task
 from threedb.robustness.attacks import EnsembleResult, evaluate_ensemble, object_removal, summarize
+from threedb.robustness.attacks.base import eval_mode
 from threedb.robustness.metrics import f_measure, segmentation_scores
 
 
@@ -46,16 +47,12 @@ def pgd_score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task, *,
     """``(clean score, PGD score)`` per example (accuracy for classifiers, pixel accuracy for segmenters)."""
     attack = PGD(eps=eps, norm=norm, steps=steps, step_size=step_size, restarts=restarts, task=task, seed=seed)
     clean, robust = [], []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for xb, yb in _batches(x, y, batch_size):
             adv = attack(model, xb, yb).adv
             with torch.no_grad():
                 clean.append(task.score(model(xb), yb).float())
                 robust.append(task.score(model(adv), yb).float())
-    finally:
-        model.train(was_training)
     return torch.cat(clean), torch.cat(robust)
 
 
@@ -101,9 +98,7 @@ def robust_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tas
     """
     task = make_task(task_kind)
     segmentation = task_kind == "segmentation"
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         pgd_name = f"pgd-{cfg.steps}x{cfg.restarts}"
         attacks: dict[str, Any] = {pgd_name: PGD(eps=eps, norm=cfg.norm, steps=cfg.steps, restarts=cfg.restarts,
                                                  task=task, seed=cfg.seed)}
@@ -124,8 +119,6 @@ def robust_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tas
             per_batch.append(evaluate_ensemble(model, xb, yb, attacks, task=task))
             if segmentation:
                 by_f.append(worst_by_f_measure(model, xb, yb, per_batch[-1]))
-    finally:
-        model.train(was_training)
     clean = torch.cat([r.clean_score for r in per_batch])
     scores = {name: torch.cat([r.scores[name] for r in per_batch]) for name in attacks}
     counts: dict[str, int] = {}
@@ -155,10 +148,7 @@ def robust_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tas
         out["per_attack_f_measure"] = {name: float(f_per_input[name].mean()) for name in attacks}
         out["removal"] = {"name": removal.name, "steps": cfg.steps, "restarts": cfg.restarts,
                           "step_size": eps / 2, "schedule": "cosine", "target": "all background"}
-        model.eval()
-        try:
+        with eval_mode(model):
             out["clean_scores"] = _seg_means(model, x, y, num_classes, cfg.batch_size)
             out["worst_scores"] = _seg_means(model, worst_adv, y, num_classes, cfg.batch_size)
-        finally:
-            model.train(was_training)
     return out
