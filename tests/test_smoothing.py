@@ -49,7 +49,7 @@ class ThresholdSegmenter(nn.Module):
 
 def image_at_margin(model: LinearTwoClass, shape: tuple[int, ...], margin: float) -> torch.Tensor:
     """An image at signed L2 distance ``margin`` from the model's boundary."""
-    x = torch.full(shape, 0.5)
+    x = torch.full(shape, 0.5, device=model.w.device)
     return x + (margin - model.margin(x)) * model.w.view(shape)
 
 
@@ -108,12 +108,18 @@ def test_holm_agrees_with_statsmodels_and_is_at_least_as_powerful_as_bonferroni(
 
 # --------------------------------------------------------------------------- CERTIFY / PREDICT
 
-def test_certify_matches_the_closed_form_radius_of_a_linear_classifier() -> None:
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                 reason="needs a CUDA device"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_certify_matches_the_closed_form_radius_of_a_linear_classifier(device: str) -> None:
+    """Noise is drawn on the model's device: CUDA certificates are as exact as CPU ones (not identical)."""
     shape = (3, 8, 8)
-    model = LinearTwoClass(shape)
+    model = LinearTwoClass(shape).to(device)
     sigma, alpha, n = 0.25, 0.001, 20_000
     for margin in (0.1, 0.3, 0.6):
-        x = image_at_margin(model, shape, margin)
+        x = image_at_margin(model, shape, margin).to(device)
         cert = certify(model, x, sigma=sigma, n0=100, n=n, alpha=alpha, batch_size=2000, seed=3)
         p_true = stats.norm.cdf(margin / sigma)
         se = math.sqrt(p_true * (1 - p_true) / n)
@@ -171,8 +177,9 @@ def test_certified_accuracy_counts_abstentions_and_wrong_predictions_as_failures
 
 # --------------------------------------------------------------------------- segmentation
 
-def test_segcertify_certifies_clear_pixels_and_abstains_on_ambiguous_ones() -> None:
-    x = torch.zeros(1, 6, 6)
+@pytest.mark.parametrize("device", DEVICES)
+def test_segcertify_certifies_clear_pixels_and_abstains_on_ambiguous_ones(device: str) -> None:
+    x = torch.zeros(1, 6, 6, device=device)
     x[0, :, :2] = 0.05     # clearly class 0
     x[0, :, 2:4] = 0.5     # on the threshold: a coin flip under noise
     x[0, :, 4:] = 0.95     # clearly class 1
@@ -185,7 +192,7 @@ def test_segcertify_certifies_clear_pixels_and_abstains_on_ambiguous_ones() -> N
     assert (out["pixel_bonferroni"].labels[:, 2:4] == ABSTAIN).all() and out["pixel_bonferroni"].radius > 0
     # the ambiguous pixels make the exact mask essentially never repeat: the whole-mask baseline abstains
     assert (out["whole_mask"].labels == ABSTAIN).all() and out["whole_mask"].radius == 0.0
-    target = (x[0] > 0.5).long()
+    target = (x[0] > 0.5).long().cpu()
     scores = certified_scores(holm, target, 2)
     assert scores["abstain_rate"] == pytest.approx(12 / 36)
     assert scores["pixel_accuracy"] == pytest.approx(24 / 36)  # abstained pixels count as wrong
