@@ -75,6 +75,7 @@ COMMAND_MODULES: list[tuple[str, str, str]] = [
     ("dataset", "threedb.evaluators.datasets.cli", "export a run's images as a versioned image-folder dataset"),
     ("train", "threedb.evaluators.training.cli", "train a classifier or segmenter, standard or adversarial (checkpoints, resume, model card)"),
     ("attack", "threedb.evaluators.attack.cli", "attack a model on a dataset (FGSM, PGD, APGD, Square; worst case) and report"),
+    ("certify", "threedb.evaluators.certify.cli", "certify a model with randomized smoothing (classification, segmentation, local equivalence); analyze Cohen-format logs"),
 ]
 
 

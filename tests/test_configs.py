@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from threedb.evaluators.attack.config import load_attack_config
+from threedb.evaluators.certify.config import load_certify_config
 from threedb.evaluators.training.config import load_train_config
 from threedb.policies.registry import make_policy
 from threedb.sim.config import load_config
@@ -17,13 +18,15 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def kind(path: Path) -> str:
-    """What a shipped config is for, from its merged top-level keys: a robustness job (``attacks:``),
-    a training (``training:`` + ``output:``), or an experiment of ``threedb run``/``render``."""
+    """What a shipped config is for, from its merged top-level keys: a robustness job (``attacks:``,
+    ``smoothing:``), a training (``training:`` + ``output:``), or an experiment of ``threedb run``/``render``."""
     data = load_chain(path).data
     if "attacks" in data:
         return "attack"
     if "training" in data and "output" in data:
         return "training"
+    if "smoothing" in data and "output" in data:
+        return "certify"
     return "experiment"
 
 
@@ -50,8 +53,13 @@ def test_attack_config_loads(name):
     assert load_attack_config(CONFIGS / name).schema.attacks
 
 
+@pytest.mark.parametrize("name", of_kind("certify"))
+def test_certify_config_loads(name):
+    assert load_certify_config(CONFIGS / name).schema.smoothing.n >= 1
+
+
 def test_every_kind_is_shipped():
-    assert {"experiment", "training", "attack"} <= set(KINDS.values())
+    assert {"experiment", "training", "attack", "certify"} <= set(KINDS.values())
 
 
 def test_quickstart_has_704_distinct_jobs():

@@ -39,7 +39,7 @@ from typing import Any, Literal, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from threedb.evaluators.jobs.config import MODEL_PATH_KEYS, JobConfig, load_job_config
+from threedb.evaluators.jobs.config import MODEL_PATH_KEYS, DataConfig, JobConfig, load_job_config
 from threedb.robustness.attacks import APGD, APGDT, FGSM, PGD, Attack, AttackError, Square, object_removal
 from threedb.robustness.attacks.base import check_budget
 
@@ -66,14 +66,6 @@ def parse_eps(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"must be a number or a fraction like 8/255, got {value!r}")
     return float(value)
-
-
-class DataConfig(BaseModel):
-    model_config = _STRICT
-    root: str
-    max_examples: Optional[int] = Field(None, gt=0)
-    batch_size: int = Field(32, gt=0)
-    environments: Optional[list[str]] = None
 
 
 class ThreatConfig(BaseModel):

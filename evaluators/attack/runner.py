@@ -15,7 +15,8 @@ from threedb.evaluators.attack.config import (SEGMENTATION_METRICS, AttackSchema
 from threedb.evaluators.attack.model import attacked_model
 from threedb.evaluators.attack.report import build_report
 from threedb.evaluators.jobs.config import JobConfig, config_digest, model_spec
-from threedb.evaluators.jobs.data import Batch, JobModel, iterate_batches, label_masks, load_job_model, stratified
+from threedb.evaluators.jobs.data import (Batch, JobModel, iterate_batches, label_masks, load_job_model, open_dataset,
+                                          stratified)
 from threedb.evaluators.jobs.output import JobOutput, JobOutputError
 from threedb.evaluators.jobs.progress import print_summary, progress
 from threedb.evaluators.models import resolve_device
@@ -31,21 +32,6 @@ class AttackJobError(ThreeDBError):
 def batch_seed(seed: int, batch: int, attack: int) -> int:
     """The seed of attack ``attack`` on batch ``batch``: fixed by position, so a resume repeats it."""
     return (seed * 1_000_003 + batch * 1009 + attack) % (2 ** 63)
-
-
-def _open_dataset(config: JobConfig[AttackSchema]) -> Any:
-    from threedb.evaluators.datasets import ImageDataset
-
-    data = config.schema.data
-    root = Path(data.root)
-    if not root.is_dir():
-        raise config.error("data.root", f"dataset folder not found: {root}", value=data.root)
-    dataset = ImageDataset(root)
-    if data.environments is not None:
-        dataset = dataset.subset(environments=data.environments)
-    if len(dataset) == 0:
-        raise config.error("data", f"dataset {root} has no examples (after the environments filter)")
-    return dataset
 
 
 def _check_model_fits(config: JobConfig[AttackSchema], job_model: JobModel, dataset: Any) -> int:
@@ -112,7 +98,7 @@ def run_attack_job(config: JobConfig[AttackSchema], *, out: str | Path | None = 
     specs = attack_specs(config)
     dev = resolve_device(device or schema.device, file=config.file_of("device") if device is None else "--device",
                          key="device")
-    dataset = _open_dataset(config)
+    dataset = open_dataset(config)
     spec, base_dir = model_spec(schema.model, config)
     job_model = load_job_model(spec, base_dir=base_dir, device=dev, file=config.file_of("model"), key="model")
     channels = _check_model_fits(config, job_model, dataset)

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Mapping, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from threedb.sim.config.loader import (KeyPath, Provenance, apply_overrides, format_key, load_chain, parse_key,
                                        resolve_paths)
@@ -24,6 +26,16 @@ S = TypeVar("S", bound=BaseModel)
 #: Path keys of the model section every job shares (an ``inference:`` mapping, or ``card:``).
 MODEL_PATH_KEYS: tuple[KeyPath, ...] = (("model", "card"), ("model", "weights"), ("model", "file"),
                                         ("model", "label_map"), ("model", "torchscript"), ("model", "onnx"))
+
+
+class DataConfig(BaseModel):
+    """The ``data:`` section of a dataset-consuming job: an image-folder dataset (``threedb dataset``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    root: str
+    max_examples: Optional[int] = Field(None, gt=0)
+    batch_size: int = Field(32, gt=0)
+    environments: Optional[list[str]] = None
 
 
 @dataclass
@@ -94,4 +106,4 @@ def model_spec(model: Mapping[str, Any], config: JobConfig, key: str = "model") 
     return {**inference, **spec}, card_file.parent
 
 
-__all__ = ["JobConfig", "MODEL_PATH_KEYS", "config_digest", "format_key", "load_job_config", "model_spec"]
+__all__ = ["DataConfig", "JobConfig", "MODEL_PATH_KEYS", "config_digest", "format_key", "load_job_config", "model_spec"]

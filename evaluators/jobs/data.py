@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from threedb.evaluators.jobs.config import JobConfig
 from threedb.evaluators.models import LoadedModel, ModelError, check_outputs, load_model
 from threedb.evaluators.pixel_space import pixel_model
 from threedb.evaluators.preprocess import INTERPOLATION, Preprocess
@@ -138,5 +139,23 @@ def iterate_batches(dataset: Any, indices: Sequence[int], preprocess: Preprocess
         yield Batch(b, b * batch_size, x, y, ids, mask_t)
 
 
-__all__ = ["Batch", "JobModel", "TensorOutput", "iterate_batches", "label_masks", "load_job_model", "resize_mask",
-           "stratified"]
+def open_dataset(config: JobConfig[Any]) -> Any:
+    """The image-folder dataset of a job's ``data:`` section (:class:`~threedb.evaluators.jobs.config.DataConfig`),
+    filtered to its ``environments``; a missing or empty dataset is a config error naming the key."""
+    from threedb.evaluators.datasets import ImageDataset
+
+    data = config.schema.data
+    root = Path(data.root)
+    if not root.is_dir():
+        raise config.error("data.root", f"dataset folder not found: {root}", value=data.root)
+    dataset = ImageDataset(root)
+    if data.environments is not None:
+        dataset = dataset.subset(environments=data.environments)
+    if len(dataset) == 0:
+        raise config.error("data", f"dataset {root} has no examples (after the environments filter)")
+    return dataset
+
+
+__all__ = ["Batch", "JobModel", "TensorOutput", "iterate_batches", "label_masks", "load_job_model", "open_dataset",
+           "resize_mask", "stratified"]
+

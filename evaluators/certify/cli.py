@@ -1,0 +1,95 @@
+"""``threedb certify [CONFIG] [--out DIR] [--resume] [--device D] [--seed S] [--set KEY=VALUE]`` and its
+sub-commands ``threedb certify analyze ...`` and ``threedb certify scene ...``.
+
+``threedb certify CONFIG`` and ``threedb certify NAME ...`` coexist: when the first argument after
+``certify`` is a name in :data:`SUBCOMMANDS` (whose module is installed), the rest is parsed by that
+sub-command's parser (a config file of that name is still reachable as ``./analyze``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+#: The embedded default config (the shipped quickstart model and held-out dataset).
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "certify_quickstart.yaml"
+
+#: ``threedb certify NAME ...``: NAME -> (module with ``build_parser(parser)`` setting ``func``, help).
+#: A module that is not there is left out (not offered, not listed).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "analyze": ("threedb.evaluators.certify.analyze",
+                "certified accuracy of Cohen-format TSV logs (Cohen et al.'s or certify.tsv), one row per log"),
+    "scene": ("threedb.evaluators.certify.scene_cli",
+              "certified robustness over 3D scene parameters of a threedb run (RUN_DIR)"),
+}
+
+
+def available_subcommands() -> dict[str, tuple[str, str]]:
+    """The entries of :data:`SUBCOMMANDS` whose module exists."""
+    out = {}
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if found:
+            out[name] = (module, help_text)
+    return out
+
+
+class CertifyParser(argparse.ArgumentParser):
+    """The ``certify`` parser: a first argument naming a sub-command hands the rest to that sub-command."""
+
+    def parse_known_args(self, args: Optional[Sequence[str]] = None,
+                         namespace: Optional[argparse.Namespace] = None) -> tuple[argparse.Namespace, list[str]]:
+        args = list(sys.argv[1:] if args is None else args)
+        subcommands = available_subcommands()
+        if args and args[0] in subcommands:
+            module, help_text = subcommands[args[0]]
+            sub = argparse.ArgumentParser(prog=f"{self.prog} {args[0]}", description=help_text)
+            importlib.import_module(module).build_parser(sub)
+            return sub.parse_known_args(args[1:], namespace)
+        return super().parse_known_args(args, namespace)
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    from threedb.evaluators.certify.config import load_certify_config
+    from threedb.evaluators.certify.runner import run_certify_job
+    from threedb.sim.config import parse_override
+
+    overrides = dict(parse_override(item) for item in args.set)
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    config = load_certify_config(args.config or DEFAULT_CONFIG, overrides=overrides)
+    run_certify_job(config, out=args.out, resume=args.resume, device=args.device)
+    return 0
+
+
+def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.__class__ = CertifyParser   # created by the top-level subparsers; dispatch on the first argument
+    subcommands = available_subcommands()
+    parser.description = ("Certify a model on a dataset with randomized smoothing (task: classification: Cohen "
+                          "et al.'s CERTIFY; segmentation: SEGCERTIFY with Holm/Bonferroni and baselines; "
+                          "equivalence: probabilistic local equivalence) and report: OUT/report.json, "
+                          "examples.jsonl, certify.tsv, plots/ (docs/certify.md).")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "sub-commands (threedb certify NAME --help):\n" + "\n".join(
+        f"  {name:<9} {help_text}" for name, (_, help_text) in subcommands.items())
+    parser.add_argument("config", nargs="?", help=f"certify job config (YAML; default {DEFAULT_CONFIG.name}, the "
+                        "shipped quickstart model and dataset), or a sub-command: "
+                        + ", ".join(subcommands))
+    parser.add_argument("--out", help="output directory (default: the config's output:)")
+    parser.add_argument("--resume", action="store_true", help="continue the job already in the output directory")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the config's device:)")
+    parser.add_argument("--seed", type=int, help="override the config's seed")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set smoothing.sigma=0.5 (repeatable)")
+    parser.set_defaults(func=cmd_certify)
+    return parser
+
+
+__all__ = ["DEFAULT_CONFIG", "SUBCOMMANDS", "CertifyParser", "available_subcommands", "build_parser",
+           "cmd_certify"]
