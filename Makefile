@@ -38,6 +38,8 @@ bench: setup
 bench-robustness: setup
 	$(PY) benchmarks/attack_peers.py
 	$(PY) benchmarks/adv_training_peers.py
+	$(PY) benchmarks/smoothing_peers.py
+	$(PY) benchmarks/smoothing_throughput.py --segmentation
 
 clean:
 	rm -rf previews runs/quickstart .pytest_cache

@@ -31,6 +31,10 @@ seed and the epoch) so a resumed run repeats the uninterrupted one exactly.
 done before every step; with ``eps_ramp: r`` the budget grows linearly from ~0 to ``eps`` over the
 first fraction ``r`` of training (thesis ch. 6: "eps ramped over the first half"), and step sizes scale
 with it.
+
+**Gaussian noise augmentation** (:class:`GaussianNoiseTraining`, ``gaussian``) is not adversarial: it
+trains on ``x + N(0, sigma^2 I)`` (fresh noise per batch from the same kind of seeded generator, no
+clamping), the base models randomized smoothing (:mod:`threedb.robustness.smoothing`) certifies.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from torch.nn import functional as F
 
 from threedb.robustness.attacks.base import (AttackError, clip_to_threat, eval_mode, normalized_gradient,
                                              random_in_ball)
+from threedb.robustness.smoothing.statistics import check_sigma
 
 Norm = Literal["linf", "l2"]
 
@@ -67,7 +72,28 @@ def _task_loss_sum(model: nn.Module, y: torch.Tensor) -> Callable[[torch.Tensor]
     return lambda x: F.cross_entropy(model(x), y, reduction="sum")
 
 
-class AdversarialObjective:
+class SeededObjective:
+    """An objective with its own random stream: one ``torch.Generator`` per device, created from the
+    current seed on first use; the loop calls :meth:`reseed` at every epoch start (resume stays exact)."""
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self._seed = int(seed)
+        self._generators: dict[str, torch.Generator] = {}
+
+    def reseed(self, seed: int) -> None:
+        """Restart the objective's random stream (the loop calls this at every epoch start)."""
+        self._seed = int(seed)
+        self._generators.clear()
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """The objective's generator on ``device`` (created from the current seed on first use)."""
+        key = str(device)
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=device).manual_seed(self._seed)
+        return self._generators[key]
+
+
+class AdversarialObjective(SeededObjective):
     """Shared parts: budget (``eps``, ``norm``), ``eps_ramp``, the seeded generator, progress."""
 
     name = "adversarial"
@@ -83,27 +109,14 @@ class AdversarialObjective:
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.eps, self.norm, self.eps_ramp = float(eps), norm, float(eps_ramp)
+        super().__init__(seed=seed)
         self.label_smoothing = float(label_smoothing)
         self.progress = 1.0
-        self._seed = int(seed)
-        self._generators: dict[str, torch.Generator] = {}
 
     # -- loop hooks ---------------------------------------------------------------------------
     def set_progress(self, fraction: float) -> None:
         """Tell the objective how much of training is done (``0..1``); drives ``eps_ramp``."""
         self.progress = min(max(float(fraction), 0.0), 1.0)
-
-    def reseed(self, seed: int) -> None:
-        """Restart the objective's random stream (the loop calls this at every epoch start)."""
-        self._seed = int(seed)
-        self._generators.clear()
-
-    def generator(self, device: torch.device) -> torch.Generator:
-        """The objective's generator on ``device`` (created from the current seed on first use)."""
-        key = str(device)
-        if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self._seed)
-        return self._generators[key]
 
     def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The cross-entropy the optimiser minimises (mean over examples / pixels, label smoothing)."""
@@ -290,3 +303,39 @@ class FBFTRADESTraining(TRADESTraining):
 
     def describe(self) -> dict:
         return {**super().describe(), "fbf_step_size": self.fbf_step_size}
+
+
+class GaussianNoiseTraining(SeededObjective):
+    """Gaussian noise augmentation (Cohen, Rosenfeld & Kolter 2019, sec. 4): the cross-entropy on
+    ``x + e``, ``e ~ N(0, sigma^2 I)`` in ``[0, 1]`` pixel space, drawn afresh for every batch from the
+    objective's seeded generator on the images' device, **not** clamped to ``[0, 1]`` (the smoothed
+    classifier of :mod:`threedb.robustness.smoothing` sees unclamped noise too). Train with the
+    ``sigma`` you will certify with. Returns the logits of the noisy batch (the loop's training
+    accuracy is then accuracy under noise). Works for classifiers and segmenters alike.
+
+    Not adversarial: it has no ``eps``, so the card's PGD evaluation is off unless asked for.
+    """
+
+    name = "gaussian"
+
+    def __init__(self, *, sigma: float = 0.25, label_smoothing: float = 0.0, seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        sigma = check_sigma(sigma)  # a SmoothingError (ValueError) naming sigma
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.sigma, self.label_smoothing = float(sigma), float(label_smoothing)
+
+    def noisy(self, images: torch.Tensor) -> torch.Tensor:
+        """``images + sigma * N(0, I)`` (a new tensor; no clamping)."""
+        noise = torch.randn(images.shape, generator=self.generator(images.device), device=images.device,
+                            dtype=images.dtype)
+        return images + self.sigma * noise
+
+    def __call__(self, model: nn.Module, images: torch.Tensor,
+                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(self.noisy(images))
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing), logits
+
+    def describe(self) -> dict:
+        """Settings for logs and model cards."""
+        return {"name": self.name, "sigma": self.sigma, "label_smoothing": self.label_smoothing}

@@ -155,6 +155,9 @@ def _robustness_lines(r: dict[str, Any]) -> list[str]:
     if "eps" in objective:
         lines.append(f"- Adversarial training: `{objective.get('name')}` "
                      f"`{json.dumps({k: v for k, v in objective.items() if k != 'name'})}`.")
+    elif "sigma" in objective:
+        lines.append(f"- Gaussian noise augmentation (a base model for randomized smoothing): `{objective.get('name')}` "
+                     f"sigma {objective['sigma']:g} (pixel units, no clamping).")
     check = r.get("robust_check")
     if check:
         stop = check.get("early_stopped")

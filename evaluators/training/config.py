@@ -24,8 +24,8 @@
       lr: 0.003
       weight_decay: 0.0005
       schedule: onecycle          # onecycle | cyclic (triangular) | cosine | constant (stepped every batch)
-      objective: cross_entropy    # cross_entropy | pgd | fbf | fgsm | trades | fbf_trades (objectives.OBJECTIVES)
-      objective_args: {label_smoothing: 0.05}     # adversarial: eps, eps_ramp, steps, step_size, beta ...
+      objective: cross_entropy    # cross_entropy | pgd | fbf | fgsm | trades | fbf_trades | gaussian (objectives.OBJECTIVES)
+      objective_args: {label_smoothing: 0.05}     # adversarial: eps, eps_ramp, steps, step_size, beta ...; gaussian: sigma
       robust_check:               # optional: PGD accuracy after every epoch, early stop on a collapse
         {eps: null, steps: 10, images: 128, tolerance: 0.2, early_stop: true}
       augment: {crop_scale: [0.7, 1.0], flip: true, color_jitter: 0.3}

@@ -11,6 +11,9 @@ before every step and ``reseed(seed)`` at every epoch start.
 Adversarial objectives (:mod:`threedb.robustness.training`): ``pgd`` (Madry et al.), ``fbf`` (Wong et
 al.'s fast FGSM with random start), ``fgsm`` (no random start: reproduces catastrophic overfitting),
 ``trades`` (Zhang et al.) and ``fbf_trades`` (seed 000); every one takes ``eps`` and ``eps_ramp``.
+
+Noise augmentation: ``gaussian`` (Cohen et al.: cross-entropy on ``x + N(0, sigma^2 I)``, ``sigma``
+in pixel units), the base models of randomized smoothing (``threedb certify``).
 """
 from __future__ import annotations
 
@@ -21,8 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from threedb.robustness.attacks import AttackError
-from threedb.robustness.training import (FBFTRADESTraining, FBFTraining, FGSMTraining, PGDTraining,
-                                         TRADESTraining)
+from threedb.robustness.training import (FBFTRADESTraining, FBFTraining, FGSMTraining, GaussianNoiseTraining,
+                                         PGDTraining, TRADESTraining)
 from threedb.sim.errors import ConfigError
 
 
@@ -55,6 +58,7 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "fgsm": FGSMTraining,
     "trades": TRADESTraining,
     "fbf_trades": FBFTRADESTraining,
+    "gaussian": GaussianNoiseTraining,
 }
 
 

@@ -67,10 +67,10 @@ def score_function(score: Union[str, Score], num_classes: Optional[int] = None, 
 
 
 def argmax_decode(output: torch.Tensor) -> torch.Tensor:
-    """Class per example (``NxK`` logits) or per pixel (``NxKxHxW`` logits)."""
+    """Class per example (``NxK`` logits) or per pixel (``NxKxHxW`` logits); ties go to the first class."""
     if output.dim() < 2:
         raise SmoothingError(f"expected logits NxK or NxKxHxW, the model returned shape {tuple(output.shape)}")
-    return output.argmax(1)
+    return output.max(1).indices  # = argmax(1), faster on NCHW logits on the CPU (see sampling.py)
 
 
 @dataclass(frozen=True)
