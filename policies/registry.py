@@ -3,7 +3,7 @@ creating the policy a config's ``policy:`` section asks for.
 
 ``policy.type`` is one of
 
-* a built-in name: ``grid``, ``random``, ``sobol``, ``halton``, ``adaptive``;
+* a built-in name: ``grid``, ``random``, ``sobol``, ``halton``, ``adaptive``, ``smoothing``;
 * an installed plugin's name (entry point group ``threedb.policies``);
 * ``package.module:Class``, a :class:`~threedb.policies.base.Policy` subclass;
 * ``package.module`` alone (what the original 3DB configs give as ``policy.module``): the module's
@@ -32,6 +32,7 @@ BUILTIN_POLICIES: dict[str, str] = {
     "sobol": "threedb.policies.quasi_random:SobolPolicy",
     "halton": "threedb.policies.quasi_random:HaltonPolicy",
     "adaptive": "threedb.policies.adaptive:AdaptivePolicy",
+    "smoothing": "threedb.policies.smoothing:SmoothingPolicy",
 }
 
 

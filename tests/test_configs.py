@@ -74,3 +74,12 @@ def test_quickstart_has_704_distinct_jobs():
             while not policy.exhausted:
                 points.update(p.point for p in policy.propose(64))
     assert len(points) == 704
+
+
+def test_certify_scene_quickstart_has_240_renders():
+    """configs/certify_scene_quickstart.yaml: its smoothing policy builds; 2 objects x 3 base points x 40."""
+    experiment = load_config(CONFIGS / "certify_scene_quickstart.yaml")
+    prepared = prepare(experiment)
+    policy = make_policy(experiment.policy, prepared.space, seed=experiment.seed)
+    assert policy.name == "smoothing" and len(policy.bases) == 3
+    assert len(prepared.objects) * len(prepared.environments) * policy.total() == 240

@@ -212,7 +212,7 @@ def test_bad_options_raise_config_error(cfg, key, words):
 
 
 def test_registry_names_suggestions_and_plugins():
-    assert set(BUILTIN_POLICIES) == {"grid", "random", "sobol", "halton", "adaptive"}
+    assert set(BUILTIN_POLICIES) == {"grid", "random", "sobol", "halton", "adaptive", "smoothing"}
     for name in BUILTIN_POLICIES:
         assert load_policy_class(name).name == name
     with pytest.raises(ConfigError, match="did you mean 'sobol'") as err:
