@@ -2,14 +2,13 @@
 sub-commands ``threedb certify analyze ...`` and ``threedb certify scene ...``.
 
 ``threedb certify CONFIG`` and ``threedb certify NAME ...`` coexist: when the first argument after
-``certify`` is a name in :data:`SUBCOMMANDS` (whose module is installed), the rest is parsed by that
+``certify`` is a name in :data:`SUBCOMMANDS`, the rest is parsed by that
 sub-command's parser (a config file of that name is still reachable as ``./analyze``).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -18,7 +17,6 @@ from typing import Optional, Sequence
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "certify_quickstart.yaml"
 
 #: ``threedb certify NAME ...``: NAME -> (module with ``build_parser(parser)`` setting ``func``, help).
-#: A module that is not there is left out (not offered, not listed).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("threedb.evaluators.certify.analyze",
                 "certified accuracy of Cohen-format TSV logs (Cohen et al.'s or certify.tsv), one row per log"),
@@ -27,28 +25,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def available_subcommands() -> dict[str, tuple[str, str]]:
-    """The entries of :data:`SUBCOMMANDS` whose module exists."""
-    out = {}
-    for name, (module, help_text) in SUBCOMMANDS.items():
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ImportError:
-            found = False
-        if found:
-            out[name] = (module, help_text)
-    return out
-
-
 class CertifyParser(argparse.ArgumentParser):
     """The ``certify`` parser: a first argument naming a sub-command hands the rest to that sub-command."""
 
     def parse_known_args(self, args: Optional[Sequence[str]] = None,
                          namespace: Optional[argparse.Namespace] = None) -> tuple[argparse.Namespace, list[str]]:
         args = list(sys.argv[1:] if args is None else args)
-        subcommands = available_subcommands()
-        if args and args[0] in subcommands:
-            module, help_text = subcommands[args[0]]
+        if args and args[0] in SUBCOMMANDS:
+            module, help_text = SUBCOMMANDS[args[0]]
             sub = argparse.ArgumentParser(prog=f"{self.prog} {args[0]}", description=help_text)
             importlib.import_module(module).build_parser(sub)
             return sub.parse_known_args(args[1:], namespace)
@@ -70,17 +54,16 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.__class__ = CertifyParser   # created by the top-level subparsers; dispatch on the first argument
-    subcommands = available_subcommands()
     parser.description = ("Certify a model on a dataset with randomized smoothing (task: classification: Cohen "
                           "et al.'s CERTIFY; segmentation: SEGCERTIFY with Holm/Bonferroni and baselines; "
                           "equivalence: probabilistic local equivalence) and report: OUT/report.json, "
                           "examples.jsonl, certify.tsv, plots/ (docs/certify.md).")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "sub-commands (threedb certify NAME --help):\n" + "\n".join(
-        f"  {name:<9} {help_text}" for name, (_, help_text) in subcommands.items())
+        f"  {name:<9} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items())
     parser.add_argument("config", nargs="?", help=f"certify job config (YAML; default {DEFAULT_CONFIG.name}, the "
                         "shipped quickstart model and dataset), or a sub-command: "
-                        + ", ".join(subcommands))
+                        + ", ".join(SUBCOMMANDS))
     parser.add_argument("--out", help="output directory (default: the config's output:)")
     parser.add_argument("--resume", action="store_true", help="continue the job already in the output directory")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the config's device:)")
@@ -91,5 +74,5 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-__all__ = ["DEFAULT_CONFIG", "SUBCOMMANDS", "CertifyParser", "available_subcommands", "build_parser",
+__all__ = ["DEFAULT_CONFIG", "SUBCOMMANDS", "CertifyParser", "build_parser",
            "cmd_certify"]
