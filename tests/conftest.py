@@ -17,6 +17,17 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL = RenderSettings(resolution=64, samples=4, passes=("depth", "mask", "uv"), threads=1)
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test (the machine's 2 cores are shared), restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def catalog():
     return load_catalog("default")

@@ -29,12 +29,7 @@ SMALL = ["--set", "data.max_examples=16", "--set", "data.batch_size=8", "--set",
 NAMES = ["fgsm", "pgd", "apgd-ce", "apgd-t", "square"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: 1 torch thread (2 shared cores)
 
 
 def small_overrides() -> dict:

@@ -40,12 +40,7 @@ NAMES = ["fgsm", "pgd", "apgd-ce", "square"]
 METRICS = ("pixel_accuracy", "iou", "sbd", "f_measure")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: 1 torch thread (2 shared cores)
 
 
 @pytest.fixture(scope="module")

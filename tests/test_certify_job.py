@@ -41,12 +41,7 @@ OVERRIDES = {"data.max_examples": N_EX, "data.batch_size": 4, "smoothing.n0": N0
 SMALL = [arg for key, value in OVERRIDES.items() for arg in ("--set", f"{key}={value}")] + ["--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: 1 torch thread (2 shared cores)
 
 
 def rows_of(out: Path) -> list[dict]:
