@@ -115,6 +115,9 @@ def test_default_config_report_and_tsv_follow_from_the_rows(finished):
                                     r["time"]) for r in rows]
     assert format_row(20, 7, -1, 0.0, 0, 15.6) == "20\t7\t-1\t0.0\t0\t0:00:15.600000\n"
     assert format_row(0, 0, 394, 0.012512, 0, 152.717239) == "0\t0\t394\t0.0125\t0\t0:02:32.717239\n"
+    # rounded down, never up: a radius read back from the log does not exceed the certificate
+    assert format_row(1, 3, 3, 0.24996, 1, 1.0).split("\t")[3] == "0.249"
+    assert all(float(format_row(0, 0, 0, r, 1, 0.0).split("\t")[3]) <= r for r in (0.1, 0.3, 0.7, 1.8649, 2.46))
     # analyze reads it back: the certified accuracy of the report (radii rounded to 3 digits in the log)
     parsed = read_log(finished / "certify.tsv")
     assert [(p.idx, p.predict, p.correct) for p in parsed] == [(r["dataset_index"], r["prediction"],

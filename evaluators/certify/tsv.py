@@ -27,10 +27,21 @@ class LogError(ThreeDBError):
     """A certification log cannot be read; the message names the file and line."""
 
 
+def floor_significant(value: float, digits: int = 3) -> float:
+    """``value`` rounded **down** to ``digits`` significant digits (0.24996 -> 0.249, not 0.25), so a
+    radius read back from the log never claims more than was certified."""
+    if value <= 0 or not math.isfinite(value):
+        return value
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(value)))
+    floored = math.floor(value * scale) / scale
+    return floored if floored <= value else math.floor(value * scale - 1) / scale  # guard float round-up
+
+
 def format_row(idx: int, label: int, predict: int, radius: float, correct: int, seconds: float) -> str:
-    """One line of the log exactly as Cohen et al.'s ``certify.py`` prints it (with its newline)."""
+    """One line of the log in Cohen et al.'s ``certify.py`` format (with its newline); the radius is
+    rounded down rather than to nearest (:func:`floor_significant`)."""
     elapsed = str(datetime.timedelta(seconds=seconds))
-    return f"{idx}\t{label}\t{predict}\t{radius:.3}\t{correct}\t{elapsed}\n"
+    return f"{idx}\t{label}\t{predict}\t{floor_significant(radius):.3}\t{correct}\t{elapsed}\n"
 
 
 def header_line() -> str:
@@ -120,4 +131,4 @@ def read_log(path: str | Path) -> list[LogRow]:
     return rows
 
 
-__all__ = ["HEADER", "LogError", "LogRow", "format_row", "header_line", "parse_time", "read_log", "rows_text"]
+__all__ = ["HEADER", "LogError", "LogRow", "floor_significant", "format_row", "header_line", "parse_time", "read_log", "rows_text"]
