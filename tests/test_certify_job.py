@@ -336,3 +336,26 @@ def test_equivalence_job_end_to_end(tmp_path, unet_card):
         assert report["headline"][f"robustness_score.{mode}"] == pytest.approx(score)
         assert math.isfinite(report["headline"][f"abstain_rate.{mode}"])
     assert (out / "plots" / "equivalence_radius.png").is_file()
+
+
+def test_report_is_shown_by_the_dashboard(finished):
+    """The job's report directory is a Robustness-tab entry: headline, tables and the curve's PNG/SVG served."""
+    from starlette.testclient import TestClient
+
+    from threedb.dashboard.cli import open_dirs
+    from threedb.dashboard.server import create_app
+
+    runs, reports = open_dirs([str(finished)])
+    assert runs == [] and [r.path for r in reports] == [finished.resolve()]
+    client = TestClient(create_app(runs, reports=reports), base_url="http://127.0.0.1")
+    listed = client.get("/api/reports").json()["reports"]
+    assert [(r["job"], r["state"]) for r in listed] == [("certify", "ready")]
+    report = json.loads((finished / "report.json").read_text())
+    full = client.get("/api/reports/0").json()
+    assert full["headline"] == report["headline"] and full["tables"] == report["tables"]
+    assert full["plots"], "the certified-accuracy curve is listed"
+    for plot in full["plots"]:
+        png = client.get(f"/api/reports/0/files/{plot['png']}")
+        svg = client.get(f"/api/reports/0/files/{plot['svg']}")
+        assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+        assert svg.status_code == 200 and b"<svg" in svg.content
