@@ -197,7 +197,9 @@ class RunStore:
         self._fd: int | None = None
 
         if not _resume and self.details_path.exists() and self.details_path.stat().st_size:
-            raise ResultsError(f"{self.details_path}: already holds results; resume it with RunStore.open")
+            raise ResultsError(f"{self.details_path}: already holds results; continue that run with "
+                              "`threedb run CONFIG --out DIR --resume` (RunStore.open from Python), or choose "
+                              "another --out")
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self._write_class_maps()
         if config is not None:

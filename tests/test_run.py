@@ -171,6 +171,12 @@ def test_render_only_run_logs_every_job(tmp_path):
     for r in logged:
         assert (tmp_path / "run" / "images" / f"{r['id']}_rgb.png").is_file()
         assert (tmp_path / "run" / "images" / f"{r['id']}_mask.png").is_file()
+    # a fresh run into that directory is refused with one error naming the CLI's --resume; nothing is lost
+    proc = start(config, tmp_path / "run")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in err
+    assert err.count("error:") == 1 and "--resume" in err
+    assert rows(tmp_path / "run") == logged
 
 
 def test_inference_without_evaluation_is_a_config_error(tmp_path):

@@ -132,7 +132,7 @@ def test_resume_keeps_a_complete_last_line_without_newline_and_refuses_real_corr
 def test_new_store_refuses_existing_results_and_resume_checks_the_run(tmp_path):
     with store(tmp_path, config={"a": 1}) as s:
         s.write(job(0), outputs(0), rgb=None)
-    with pytest.raises(ResultsError, match="RunStore.open"):
+    with pytest.raises(ResultsError, match="threedb run CONFIG --out DIR --resume"):
         store(tmp_path)
     with pytest.raises(ResultsError, match="class names"):
         resume(tmp_path, class_names=["x"])
