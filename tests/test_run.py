@@ -188,3 +188,56 @@ def test_inference_without_evaluation_is_a_config_error(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "evaluation" in err and "inference" in err and "Traceback" not in err
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_the_run_like_ctrl_c(tmp_path, signum):
+    """Signalled alone (not its process group), the master stops its workers and exits; --resume completes."""
+    config = write_config(tmp_path)
+    out = tmp_path / "run"
+    proc = start(config, out, "--render-workers", "1", "--evaluators", "1")
+    wait_for_lines(out, 2, proc)
+    workers = _descendants(proc.pid)
+    assert workers, "the master has worker processes"
+    os.kill(proc.pid, signum)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"the run did not stop on {signal.Signals(signum).name}: {proc.communicate()[1][-2000:]}")
+    assert proc.returncode == 128 + signum and "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)], "workers outlived the master"
+    before = ids(out)
+    finish(start(config, out, "--render-workers", "1", "--evaluators", "1", "--resume"))
+    after = ids(out)
+    assert after[:len(before)] == before and sorted(after) == sorted(expected_ids(4))
