@@ -25,6 +25,19 @@ def start_run(config: Path, out: Path, *extra: str) -> subprocess.Popen:
     return threedb("run", str(config), "--out", str(out), "--lease-timeout", "3", *extra)
 
 
+def finish(proc: subprocess.Popen, timeout: float = 120) -> dict:
+    """Wait for a started run: it must exit 0 within ``timeout`` s (else it is killed and the test fails);
+    returns the JSON summary it prints last."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"run hung:\n{err[-3000:]}")
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
 class LiveRun:
     """A running ``threedb run`` whose stderr is collected line by line (to wait for what it reports)."""
 

@@ -265,27 +265,30 @@ def test_certify_help_lists_the_subcommands():
     assert "analyze" in certify_parser.format_help() and "scene" in certify_parser.format_help()
 
 
-def seg_config(folder: Path, card: Path, task: str, **sections) -> Path:
+def run_seg_job(folder: Path, card: Path, task: str, **sections) -> tuple:
+    """A certify job of ``task`` on the tiny UNet (4 examples, n0 10, n 60) run through the CLI; returns its
+    rows and report, and the same examples preprocessed as the job does: the pixel-space model, the batch,
+    the binary target masks and the clean per-pixel predictions."""
     data = {"seed": 0, "device": "cpu", "model": {"card": str(card)},
             "data": {"root": str(DATA), "max_examples": 4, "batch_size": 4}, "task": task,
             "smoothing": {"sigma": 0.25, "n0": 10, "n": 60, "alpha": 0.001, "batch_size": 30},
             "output": "out", **sections}
     path = folder / f"{task}.yaml"
     path.write_text(yaml.safe_dump(data))
-    return path
+    assert main(["certify", str(path)]) == 0
+    out = folder / "out"
+    model, batch, _ = examples(card, 4, masks=True)
+    with torch.inference_mode():
+        clean = model(batch.x).argmax(1)
+    return (rows_of(out), json.loads((out / "report.json").read_text()), model, batch,
+            label_masks(batch.masks, batch.y, "binary"), clean)
 
 
 def test_segmentation_job_end_to_end(tmp_path, unet_card):
     methods = ["holm", "bonferroni", "kfwer", "pixel_bonferroni", "whole_mask"]
-    path = seg_config(tmp_path, unet_card, "segmentation",
-                      segmentation={"tau": 0.75, "methods": methods, "k": 3})
-    assert main(["certify", str(path)]) == 0
+    rows, report, model, batch, target, clean = run_seg_job(
+        tmp_path, unet_card, "segmentation", segmentation={"tau": 0.75, "methods": methods, "k": 3})
     out = tmp_path / "out"
-    rows, report = rows_of(out), json.loads((out / "report.json").read_text())
-    model, batch, _ = examples(unet_card, 4, masks=True)
-    target = label_masks(batch.masks, batch.y, "binary")
-    with torch.inference_mode():
-        clean = model(batch.x).argmax(1)
     nominal = 0.25 * stats.norm.ppf(0.75)
     for j, row in enumerate(rows):
         certs = segcertify(model, batch.x[j], sigma=0.25, tau=0.75, n0=10, n=60, alpha=0.001,
@@ -313,15 +316,8 @@ def test_segmentation_job_end_to_end(tmp_path, unet_card):
 
 
 def test_equivalence_job_end_to_end(tmp_path, unet_card):
-    path = seg_config(tmp_path, unet_card, "equivalence",
-                      equivalence={"score": "sbd", "t": 0.1, "use_labels": "both"})
-    assert main(["certify", str(path)]) == 0
-    out = tmp_path / "out"
-    rows, report = rows_of(out), json.loads((out / "report.json").read_text())
-    model, batch, _ = examples(unet_card, 4, masks=True)
-    target = label_masks(batch.masks, batch.y, "binary")
-    with torch.inference_mode():
-        clean = model(batch.x).argmax(1)
+    rows, report, model, batch, target, clean = run_seg_job(
+        tmp_path, unet_card, "equivalence", equivalence={"score": "sbd", "t": 0.1, "use_labels": "both"})
     for j, row in enumerate(rows):
         for mode in ("without_labels", "with_labels"):
             cert = row["modes"][mode]
@@ -335,7 +331,7 @@ def test_equivalence_job_end_to_end(tmp_path, unet_card):
         score = sum(r["modes"][mode]["radius"] for r in rows) / 4
         assert report["headline"][f"robustness_score.{mode}"] == pytest.approx(score)
         assert math.isfinite(report["headline"][f"abstain_rate.{mode}"])
-    assert (out / "plots" / "equivalence_radius.png").is_file()
+    assert (tmp_path / "out" / "plots" / "equivalence_radius.png").is_file()
 
 
 def test_report_is_shown_by_the_dashboard(finished):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from run_cli import start_run
+from run_cli import finish, start_run
 from scipy.stats import norm
 from starlette.testclient import TestClient
 
@@ -39,17 +39,6 @@ LEGO = ["--set", "assets.objects=[lego]", "--set", f"policy.n0={N0}", "--set", f
 TYPICAL = "[{orientation.rotation_x: 0.0, orientation.rotation_z: 0.0}]"
 
 
-def finish(proc: subprocess.Popen, timeout: float = 400) -> dict:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"run hung:\n{err[-3000:]}")
-    assert proc.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def ids(run_dir: Path) -> list[str]:
     path = run_dir / "details.log"
     if not path.is_file():
@@ -63,7 +52,7 @@ def lego_run(tmp_path_factory) -> Path:
     from threedb.evaluators.certify.scene_cli import main
 
     out = tmp_path_factory.mktemp("certify_scene") / "run"
-    result = finish(start_run(CONFIG, out, *LEGO))
+    result = finish(start_run(CONFIG, out, *LEGO), timeout=400)
     assert result["done"] == 3 * (N0 + N) and result["failed"] == 0
     assert main([str(out)]) == 0
     return out
@@ -147,7 +136,7 @@ def test_resume_gives_the_same_certificate(lego_run, tmp_path):
     assert 12 <= len(before) < N0 + N
     _, partial, _ = certify_scene(out, out=tmp_path / "partial")
     assert partial[0]["status"] == "incomplete" and partial[0]["abstain"]
-    result = finish(start_run(CONFIG, out, *extra, "--resume"))
+    result = finish(start_run(CONFIG, out, *extra, "--resume"), timeout=400)
     assert result["replayed"] == len(before)
     assert sorted(ids(out)) == sorted(i for i in ids(lego_run) if "-b0000-" in i)
     _, resumed, _ = certify_scene(out, out=tmp_path / "resumed")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from run_cli import start_run
+from run_cli import finish, start_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,17 +46,6 @@ def write_config(tmp: Path, *, fail_control: bool = False) -> Path:
 
 
 start = start_run   # ``threedb run CONFIG --out OUT --lease-timeout 3 EXTRA...`` (tests/run_cli.py)
-
-
-def finish(proc: subprocess.Popen, timeout: float = 120) -> dict:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"run hung:\n{err[-3000:]}")
-    assert proc.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def ids(run_dir: Path) -> list[str]:

@@ -39,7 +39,7 @@ from typing import Any, Literal, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from threedb.evaluators.jobs.config import MODEL_PATH_KEYS, DataConfig, JobConfig, load_job_config
+from threedb.evaluators.jobs.config import MODEL_PATH_KEYS, JobConfig, JobSchema, load_job_config
 from threedb.robustness.attacks import APGD, APGDT, FGSM, PGD, Attack, AttackError, Square, object_removal
 from threedb.robustness.attacks.base import check_budget
 
@@ -121,13 +121,7 @@ class GridConfig(BaseModel):
     examples: int = Field(16, ge=0, le=64)
 
 
-class AttackSchema(BaseModel):
-    model_config = _STRICT
-    seed: int = 0
-    device: str = "auto"
-    title: Optional[str] = None
-    model: dict[str, Any]
-    data: DataConfig
+class AttackSchema(JobSchema):
     task: Literal["classification", "segmentation"] = "classification"
     segmentation: Optional[SegmentationConfig] = None
     threat: ThreatConfig
@@ -136,7 +130,6 @@ class AttackSchema(BaseModel):
     bpda: bool = False
     eot: Optional[EOTConfig] = None
     grid: GridConfig = Field(default_factory=GridConfig)
-    output: str
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from threedb.evaluators.job_cli import add_job_options, load_from_args
+
 #: The embedded default config (the shipped quickstart model and held-out dataset).
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "certify_quickstart.yaml"
 
@@ -42,12 +44,8 @@ class CertifyParser(argparse.ArgumentParser):
 def cmd_certify(args: argparse.Namespace) -> int:
     from threedb.evaluators.certify.config import load_certify_config
     from threedb.evaluators.certify.runner import run_certify_job
-    from threedb.sim.config import parse_override
 
-    overrides = dict(parse_override(item) for item in args.set)
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    config = load_certify_config(args.config or DEFAULT_CONFIG, overrides=overrides)
+    config = load_from_args(args, load_certify_config, DEFAULT_CONFIG)
     run_certify_job(config, out=args.out, resume=args.resume, device=args.device)
     return 0
 
@@ -64,12 +62,7 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("config", nargs="?", help=f"certify job config (YAML; default {DEFAULT_CONFIG.name}, the "
                         "shipped quickstart model and dataset), or a sub-command: "
                         + ", ".join(SUBCOMMANDS))
-    parser.add_argument("--out", help="output directory (default: the config's output:)")
-    parser.add_argument("--resume", action="store_true", help="continue the job already in the output directory")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the config's device:)")
-    parser.add_argument("--seed", type=int, help="override the config's seed")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set smoothing.sigma=0.5 (repeatable)")
+    add_job_options(parser, set_example="smoothing.sigma=0.5")
     parser.set_defaults(func=cmd_certify)
     return parser
 

@@ -37,7 +37,7 @@ from typing import Any, Literal, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from threedb.evaluators.jobs.config import MODEL_PATH_KEYS, DataConfig, JobConfig, load_job_config
+from threedb.evaluators.jobs.config import MODEL_PATH_KEYS, JobConfig, JobSchema, load_job_config
 from threedb.robustness.smoothing import SmoothingError
 from threedb.robustness.smoothing.equivalence import SCORES
 from threedb.robustness.smoothing.segmentation import SEGMENTATION_METHODS
@@ -125,19 +125,12 @@ class EquivalenceConfig(BaseModel):
         return ["with_labels"] if self.use_labels else ["without_labels"]
 
 
-class CertifySchema(BaseModel):
-    model_config = _STRICT
-    seed: int = 0
-    device: str = "auto"
-    title: Optional[str] = None
-    model: dict[str, Any]
-    data: DataConfig
+class CertifySchema(JobSchema):
     task: Literal["classification", "segmentation", "equivalence"] = "classification"
     smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
     segmentation: Optional[SegmentationConfig] = None
     equivalence: Optional[EquivalenceConfig] = None
     radii: Optional[list[float]] = Field(None, min_length=1)
-    output: str
 
     @field_validator("radii")
     @classmethod

@@ -38,6 +38,18 @@ class DataConfig(BaseModel):
     environments: Optional[list[str]] = None
 
 
+class JobSchema(BaseModel):
+    """The keys every robustness job's config has; a job's schema adds its own sections."""
+
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+    device: str = "auto"
+    title: Optional[str] = None
+    model: dict[str, Any]
+    data: DataConfig
+    output: str
+
+
 @dataclass
 class JobConfig(Generic[S]):
     """A validated job config: the schema, the merged path-resolved mapping, and where each key came from."""
@@ -106,4 +118,4 @@ def model_spec(model: Mapping[str, Any], config: JobConfig, key: str = "model") 
     return {**inference, **spec}, card_file.parent
 
 
-__all__ = ["DataConfig", "JobConfig", "MODEL_PATH_KEYS", "config_digest", "format_key", "load_job_config", "model_spec"]
+__all__ = ["DataConfig", "JobConfig", "JobSchema", "MODEL_PATH_KEYS", "config_digest", "format_key", "load_job_config", "model_spec"]
