@@ -241,6 +241,10 @@ AFFINE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool2d, nn.BatchNorm1d,
                   nn.Identity, nn.Dropout, nn.Unflatten)
 
 
+#: modules that only reshape (or pass through) the example: no layer of their own
+RESHAPES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout)
+
+
 def _modules_in_order(module: nn.Module) -> list[nn.Module]:
     from threedb.robustness.models import Normalized
 
@@ -297,6 +301,10 @@ def from_torch(module: nn.Module, input_shape: Sequence[int], *, source: str | N
                 layers.extend(leaf.network.layers)
                 shape = (leaf.network.out_size,)
                 pending_shape = shape
+            elif isinstance(leaf, RESHAPES) and not pending:
+                # the flat C-order vector is unchanged: only its shape is
+                probe = torch.zeros(1, *shape, dtype=torch.float64)
+                shape = tuple(leaf.eval()(probe).shape[1:])
             elif isinstance(leaf, AFFINE_MODULES + (_Normalize,)):
                 if not pending:
                     pending_shape = shape
