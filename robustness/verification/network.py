@@ -197,10 +197,31 @@ def probe_affine(function: Callable[[torch.Tensor], torch.Tensor], in_shape: Seq
     """The exact affine map of an affine ``function`` of ``N x *in_shape`` tensors (``float64``)."""
     n = int(np.prod(in_shape))
     with torch.no_grad():
-        basis = torch.cat([torch.zeros(1, n, dtype=torch.float64), torch.eye(n, dtype=torch.float64)])
-        out = function(basis.reshape(n + 1, *in_shape)).reshape(n + 1, -1)
-    bias = out[0]
-    return Affine((out[1:] - bias).T.numpy(), bias.numpy())
+        bias = function(torch.zeros(1, *in_shape, dtype=torch.float64)).reshape(-1)
+    m = int(bias.numel())
+    weight = np.empty((m, n))
+    # unit vectors in chunks: a wide layer (a 32 x 27 x 27 activation) would need an n x n identity
+    chunk = max(1, min(max(n, m), (1 << 23) // max(n, m, 1)))
+    if m < n:
+        # fewer outputs than inputs: the rows of W are the gradients of the outputs (m backward passes
+        # instead of n forward ones; exact as well, the function being affine)
+        zero = torch.zeros(1, *in_shape, dtype=torch.float64)
+        _, pullback = torch.func.vjp(lambda x: function(x).reshape(-1), zero)
+        for start in range(0, m, chunk):
+            stop = min(m, start + chunk)
+            cotangents = torch.zeros(stop - start, m, dtype=torch.float64)
+            cotangents[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+            rows = torch.func.vmap(pullback)(cotangents)[0]
+            weight[start:stop] = rows.detach().reshape(stop - start, n).numpy()
+        return Affine(weight, bias.numpy())
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            basis = torch.zeros(stop - start, n, dtype=torch.float64)
+            basis[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+            out = function(basis.reshape(stop - start, *in_shape)).reshape(stop - start, m)
+            weight[:, start:stop] = (out - bias).T.numpy()
+    return Affine(weight, bias.numpy())
 
 
 def compose(layers: Sequence[Layer]) -> list[Layer]:
@@ -222,6 +243,9 @@ def maxpool_groups(shape: Sequence[int], kernel: Sequence[int], stride: Sequence
     rounding = np.ceil if ceil_mode else np.floor
     oh = int(rounding((h + 2 * ph - kh) / sh)) + 1
     ow = int(rounding((w + 2 * pw - kw) / sw)) + 1
+    if ceil_mode:   # as PyTorch: a last window that would start in the right/bottom padding is dropped
+        oh -= int((oh - 1) * sh >= h + ph)
+        ow -= int((ow - 1) * sw >= w + pw)
     index = np.arange(c * h * w).reshape(c, h, w)
     groups = []
     for ch in range(c):
