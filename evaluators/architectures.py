@@ -1,5 +1,7 @@
 """Small architectures that train on a CPU in minutes: ``SmallResNet`` (the shipped quickstart
-classifier) and ``UNet`` (segmentation of rendered masks).
+classifier), ``UNet`` (segmentation of rendered masks), and the verifiable MNIST chains ``MnistCNN``
+and ``MnistMLP`` (plain ``nn.Sequential`` of Conv2d / Linear / ReLU / Flatten, which the MILP verifier
+and :mod:`threedb.robustness.relu_stability` read).
 
 Refer to one from a config as ``module: threedb.evaluators.architectures`` + ``class: SmallResNet``
 (``args: {num_classes: N, width: W}``) or ``class: UNet``, in ``inference:`` (to evaluate) and in a
@@ -102,3 +104,56 @@ class UNet(nn.Module):
             x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], 1))
         return self.head(x)[..., :h, :w]
+
+
+def _gray_average() -> nn.Conv2d:
+    """A frozen 1x1 convolution averaging three channels into one. The image pipeline gives 3 x H x W
+    (a grayscale PNG is read as RGB with three equal channels); the average of three channels each in
+    ``[x - eps, x + eps]`` covers exactly that interval, so the L-inf threat model equals the one of the
+    single gray channel, and its interval bounds are exact."""
+    gray = nn.Conv2d(3, 1, 1, bias=False)
+    with torch.no_grad():
+        gray.weight.fill_(1.0 / 3.0)
+    gray.weight.requires_grad_(False)       # not trained, not L1-penalised, not pruned
+    return gray
+
+
+class MnistCNN(nn.Sequential):
+    """The thesis' (Wong & Kolter's) MNIST CNN as a plain chain: conv ``channels[0]`` 4x4 stride 2
+    padding 1 -> ReLU -> conv ``channels[1]`` 4x4 s2 p1 -> ReLU -> flatten -> FC ``hidden`` -> ReLU ->
+    FC ``num_classes``, on ``[0, 1]`` images of ``input_size`` px, no normalisation.
+
+    ``input_channels=3`` (default, what threedb's image pipeline gives) puts :func:`_gray_average` first;
+    ``input_channels=1`` is the bare network on one-channel tensors. With the defaults (16, 32, 100) it
+    has 166 k parameters and 4804 ReLUs (3136 + 1568 + 100).
+    """
+
+    def __init__(self, num_classes: int = 10, channels: tuple[int, int] = (16, 32), hidden: int = 100,
+                 input_channels: int = 3, input_size: int = 28) -> None:
+        if input_channels not in (1, 3):
+            raise ValueError(f"MnistCNN: input_channels must be 1 or 3, got {input_channels}")
+        c1, c2 = (int(c) for c in channels)
+        side = ((input_size + 2 - 4) // 2 + 1 + 2 - 4) // 2 + 1
+        layers: list[nn.Module] = [_gray_average()] if input_channels == 3 else []
+        layers += [nn.Conv2d(1, c1, 4, stride=2, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 4, stride=2, padding=1),
+                   nn.ReLU(), nn.Flatten(), nn.Linear(c2 * side * side, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)]
+        super().__init__(*layers)
+
+
+class MnistMLP(nn.Sequential):
+    """A fully connected ReLU chain on flattened ``[0, 1]`` images: ``hidden`` widths (the thesis'
+    MLP_B is ``(200, 200)``), then ``num_classes``; ``input_channels=3`` averages the three equal
+    channels first (as :class:`MnistCNN`)."""
+
+    def __init__(self, num_classes: int = 10, hidden: tuple[int, ...] = (200, 200), input_channels: int = 3,
+                 input_size: int = 28) -> None:
+        if input_channels not in (1, 3):
+            raise ValueError(f"MnistMLP: input_channels must be 1 or 3, got {input_channels}")
+        layers: list[nn.Module] = [_gray_average()] if input_channels == 3 else []
+        layers.append(nn.Flatten())
+        width = input_size * input_size
+        for h in hidden:
+            layers += [nn.Linear(width, int(h)), nn.ReLU()]
+            width = int(h)
+        layers.append(nn.Linear(width, num_classes))
+        super().__init__(*layers)

@@ -28,9 +28,14 @@ training loop calls :meth:`AdversarialObjective.reseed` at every epoch start (se
 seed and the epoch) so a resumed run repeats the uninterrupted one exactly.
 
 **Progress.** The loop calls :meth:`AdversarialObjective.set_progress` with the fraction of training
-done before every step; with ``eps_ramp: r`` the budget grows linearly from ~0 to ``eps`` over the
-first fraction ``r`` of training (thesis ch. 6: "eps ramped over the first half"), and step sizes scale
-with it.
+done before every step; with ``eps_ramp: r`` the budget grows linearly from ``eps_start`` (default ~0)
+to ``eps`` over the first fraction ``r`` of training (thesis ch. 6: "eps ramped from 0.01 over the
+first half"), and step sizes scale with it.
+
+**ReLU stability** (:class:`ReLUStabilityTraining`, ``relu_stability``; thesis ch. 6, Xiao et al.
+2019): PGD training plus ``rs_weight`` times the RS loss of :mod:`threedb.robustness.relu_stability`
+on the clean batch's ``rs_eps``-boxes, plus an L1 weight penalty; ``pgd`` takes the same ``l1`` (the
+thesis' control: adversarial training + L1, then pruning).
 
 **Gaussian noise augmentation** (:class:`GaussianNoiseTraining`, ``gaussian``) is not adversarial: it
 trains on ``x + N(0, sigma^2 I)`` (fresh noise per batch from the same kind of seeded generator, no
@@ -46,6 +51,7 @@ from torch.nn import functional as F
 
 from threedb.robustness.attacks.base import (AttackError, clip_to_threat, eval_mode, normalized_gradient,
                                              random_in_ball)
+from threedb.robustness.relu_stability import MODES, l1_norm, preactivation_bounds, rs_loss, unstable_counts
 from threedb.robustness.smoothing.statistics import check_sigma
 
 Norm = Literal["linf", "l2"]
@@ -99,7 +105,7 @@ class AdversarialObjective(SeededObjective):
     name = "adversarial"
 
     def __init__(self, *, eps: float, norm: Norm = "linf", eps_ramp: float = 0.0, label_smoothing: float = 0.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, eps_start: float = 0.0) -> None:
         if norm not in ("linf", "l2"):
             raise ValueError(f"norm must be linf or l2, got {norm!r}")
         if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps < 0 or (norm == "linf" and eps > 1):
@@ -108,7 +114,10 @@ class AdversarialObjective(SeededObjective):
             raise ValueError(f"eps_ramp must be a fraction of training in [0, 1], got {eps_ramp}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if not isinstance(eps_start, (int, float)) or not 0.0 <= eps_start <= eps:
+            raise ValueError(f"eps_start must be a number in [0, eps = {eps}], got {eps_start!r}")
         self.eps, self.norm, self.eps_ramp = float(eps), norm, float(eps_ramp)
+        self.eps_start = float(eps_start)
         super().__init__(seed=seed)
         self.label_smoothing = float(label_smoothing)
         self.progress = 1.0
@@ -125,10 +134,13 @@ class AdversarialObjective(SeededObjective):
     # -- budget -------------------------------------------------------------------------------
     @property
     def scale(self) -> float:
-        """The fraction of ``eps`` in force now (1 without ramp or after it)."""
-        if self.eps_ramp <= 0:
+        """The fraction of ``eps`` in force now (1 without ramp or after it; ``eps_start / eps`` at the
+        start of a ramp)."""
+        if self.eps_ramp <= 0 or self.eps <= 0:
             return 1.0
-        return min(1.0, self.progress / self.eps_ramp)
+        ramp = min(1.0, self.progress / self.eps_ramp)
+        start = self.eps_start / self.eps
+        return start + (1.0 - start) * ramp
 
     @property
     def current_eps(self) -> float:
@@ -136,8 +148,11 @@ class AdversarialObjective(SeededObjective):
 
     def describe(self) -> dict:
         """Settings for logs and model cards."""
-        return {"name": self.name, "eps": self.eps, "norm": self.norm, "eps_ramp": self.eps_ramp,
-                "label_smoothing": self.label_smoothing}
+        out = {"name": self.name, "eps": self.eps, "norm": self.norm, "eps_ramp": self.eps_ramp,
+               "label_smoothing": self.label_smoothing}
+        if self.eps_start:
+            out["eps_start"] = self.eps_start
+        return out
 
     def __call__(self, model: nn.Module, images: torch.Tensor,
                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,18 +196,27 @@ def trades_example(model: nn.Module, x: torch.Tensor, clean_logits: torch.Tensor
 
 class PGDTraining(AdversarialObjective):
     """Madry et al. (2018) min-max training: ``steps`` of PGD from a random start in the ball (step
-    ``step_size``, default ``2.5 eps / steps``), then the cross-entropy on the adversarial batch."""
+    ``step_size``, default ``2.5 eps / steps``), then the cross-entropy on the adversarial batch, plus
+    ``l1`` times ``sum |w|`` over the weight matrices and kernels (thesis ch. 6: 2e-5 on MNIST)."""
 
     name = "pgd"
 
     def __init__(self, *, eps: float = 8 / 255, steps: int = 7, step_size: float | None = None,
                  norm: Norm = "linf", random_start: bool = True, eps_ramp: float = 0.0,
-                 label_smoothing: float = 0.0) -> None:
-        super().__init__(eps=eps, norm=norm, eps_ramp=eps_ramp, label_smoothing=label_smoothing)
+                 label_smoothing: float = 0.0, eps_start: float = 0.0, l1: float = 0.0) -> None:
+        super().__init__(eps=eps, norm=norm, eps_ramp=eps_ramp, label_smoothing=label_smoothing,
+                         eps_start=eps_start)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        if not isinstance(l1, (int, float)) or l1 < 0:
+            raise ValueError(f"l1 must be a number >= 0, got {l1!r}")
         self.steps, self.random_start = int(steps), bool(random_start)
         self.step_size = float(step_size) if step_size is not None else 2.5 * self.eps / self.steps
+        self.l1 = float(l1)
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | float:
+        """``l1 * sum |w|`` (0 without ``l1``)."""
+        return self.l1 * l1_norm(model) if self.l1 > 0 else 0.0
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return pgd_example(model, x, y, eps=self.current_eps, steps=self.steps,
@@ -202,11 +226,77 @@ class PGDTraining(AdversarialObjective):
     def __call__(self, model: nn.Module, images: torch.Tensor,
                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(self.adversarial(model, images, labels))
-        return self.task_loss(logits, labels), logits
+        return self.task_loss(logits, labels) + self.penalty(model), logits
 
     def describe(self) -> dict:
-        return {**super().describe(), "steps": self.steps, "step_size": self.step_size,
-                "random_start": self.random_start}
+        out = {**super().describe(), "steps": self.steps, "step_size": self.step_size,
+               "random_start": self.random_start}
+        if self.l1:
+            out["l1"] = self.l1
+        return out
+
+
+class ReLUStabilityTraining(PGDTraining):
+    """Training for ReLU stability (thesis ch. 6, Xiao et al. 2019): the PGD loss of
+    :class:`PGDTraining` (L-inf; defaults as the thesis' MNIST setting: eps ramped from ``eps_start``
+    (default 0.01, or eps if smaller) over the first half) plus ``rs_weight`` times the RS loss (``sum over ReLUs of -tanh(1 + l_hat
+    u_hat)``, averaged over the batch) of the clean images' ``rs_eps``-boxes (default ``eps``, not
+    ramped) with ``rs_mode`` bounds (:mod:`threedb.robustness.relu_stability`), plus ``l1 * sum |w|``.
+
+    The network must be a chain :func:`~threedb.robustness.relu_stability.relu_chain` reads. The
+    batch means of the RS loss and of the unstable-ReLU count (of the same bounds) are kept per epoch
+    (:meth:`epoch_summary`) for the training log.
+    """
+
+    name = "relu_stability"
+
+    def __init__(self, *, eps: float = 0.1, steps: int = 8, step_size: float | None = None,
+                 random_start: bool = True, eps_ramp: float = 0.5, eps_start: float | None = None,
+                 label_smoothing: float = 0.0, rs_weight: float = 12e-5, rs_mode: str = "improved",
+                 rs_eps: float | None = None, l1: float = 2e-5) -> None:
+        super().__init__(eps=eps, steps=steps, step_size=step_size, norm="linf", random_start=random_start,
+                         eps_ramp=eps_ramp, label_smoothing=label_smoothing,
+                         eps_start=min(0.01, eps) if eps_start is None and isinstance(eps, (int, float)) else eps_start,
+                         l1=l1)
+        if not isinstance(rs_weight, (int, float)) or rs_weight < 0:
+            raise ValueError(f"rs_weight must be a number >= 0, got {rs_weight!r}")
+        if rs_mode not in MODES:
+            raise ValueError(f"rs_mode must be one of {list(MODES)}, got {rs_mode!r}")
+        rs_eps = self.eps if rs_eps is None else rs_eps
+        if not isinstance(rs_eps, (int, float)) or isinstance(rs_eps, bool) or not 0 <= rs_eps <= 1:
+            raise ValueError(f"rs_eps must be a number in [0, 1] (pixel units), got {rs_eps!r}")
+        self.rs_weight, self.rs_mode, self.rs_eps = float(rs_weight), rs_mode, float(rs_eps)
+        self._sums = {"rs_loss": 0.0, "unstable": 0.0, "batches": 0}
+
+    def rs_term(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The RS loss of ``images``' boxes (with gradient); also adds to the epoch's running means."""
+        bounds = preactivation_bounds(model, images, self.rs_eps, self.rs_mode)   # type: ignore[arg-type]
+        loss = rs_loss(bounds)
+        with torch.no_grad():
+            self._sums["rs_loss"] += float(loss)
+            self._sums["unstable"] += unstable_counts([(lo.detach(), hi.detach()) for lo, hi in bounds])["total"]
+            self._sums["batches"] += 1
+        return loss
+
+    def __call__(self, model: nn.Module, images: torch.Tensor,
+                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(self.adversarial(model, images, labels))
+        loss = self.task_loss(logits, labels) + self.penalty(model)
+        if self.rs_weight > 0:
+            loss = loss + self.rs_weight * self.rs_term(model, images)
+        return loss, logits
+
+    def epoch_summary(self) -> dict:
+        """``{rs_loss, train_unstable}``: batch means since the last call (then reset); empty with
+        ``rs_weight: 0`` (the bounds are not computed)."""
+        sums, self._sums = self._sums, {"rs_loss": 0.0, "unstable": 0.0, "batches": 0}
+        if not sums["batches"]:
+            return {}
+        return {"rs_loss": sums["rs_loss"] / sums["batches"], "train_unstable": sums["unstable"] / sums["batches"]}
+
+    def describe(self) -> dict:
+        return {**super().describe(), "l1": self.l1, "rs_weight": self.rs_weight, "rs_mode": self.rs_mode,
+                "rs_eps": self.rs_eps}
 
 
 class FBFTraining(PGDTraining):

@@ -1,4 +1,5 @@
-"""``threedb dataset export RUN_DIR --out DIR``: a run's images as a versioned image-folder dataset."""
+"""``threedb dataset export RUN_DIR --out DIR``: a run's images as a versioned image-folder dataset;
+``threedb dataset from-idx IMAGES LABELS --out DIR [--range A:B]``: the same from an IDX pair (MNIST)."""
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_from_idx(args: argparse.Namespace) -> int:
+    from threedb.evaluators.datasets.idx import parse_range, read_idx, write_idx_dataset
+
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    total = len(read_idx(args.labels))
+    start, stop = parse_range(args.range, total)
+    header = write_idx_dataset(args.images, args.labels, args.out, start=start, stop=stop, classes=classes)
+    counts = header["counts"]
+    print(f"wrote {counts['samples']} samples (IDX indices {start}..{stop - 1}) of {len(header['classes'])} "
+          f"classes to {args.out}")
+    return 0
+
+
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``threedb dataset``: subcommands on datasets (``export``)."""
+    """``threedb dataset``: subcommands on datasets (``export``, ``from-idx``)."""
     sub = parser.add_subparsers(dest="dataset_command", required=True, metavar="SUBCOMMAND")
     export = sub.add_parser(
         "export", help="export a run directory's images as a versioned image-folder dataset",
@@ -52,4 +66,17 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     export.add_argument("--include-failed", choices=("no", "yes"), default="no",
                         help="also export failed rows that kept an image (default: no, they are counted)")
     export.set_defaults(func=cmd_export)
+
+    idx = sub.add_parser(
+        "from-idx", help="turn an IDX image/label pair (MNIST) into a versioned image-folder dataset",
+        description="Write DIR/dataset.json, DIR/samples.jsonl and DIR/images/<class>/<index>.png (8-bit "
+                    "grayscale) from an IDX image file (N x H x W uint8) and its label file, gzip or not. "
+                    "Sample ids are the IDX indices. See docs/training.md (MNIST).")
+    idx.add_argument("images", metavar="IMAGES", help="IDX image file, e.g. t10k-images-idx3-ubyte.gz")
+    idx.add_argument("labels", metavar="LABELS", help="IDX label file, e.g. t10k-labels-idx1-ubyte.gz")
+    idx.add_argument("--out", required=True, metavar="DIR", help="new (or empty) output folder")
+    idx.add_argument("--range", metavar="START:STOP", help="only the examples START..STOP-1 (default: all)")
+    idx.add_argument("--classes", metavar="NAME,NAME,...",
+                     help="class names by label value (default: the label values, 0, 1, ...)")
+    idx.set_defaults(func=cmd_from_idx)
     return parser

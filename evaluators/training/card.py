@@ -166,6 +166,7 @@ def _robustness_lines(r: dict[str, Any]) -> list[str]:
                      f"at epoch {check.get('best_epoch')}"
                      + (f"; **early stop** after epoch {stop['epoch']} ({100 * stop['robust_accuracy']:.1f}%), "
                         f"weights of epoch {stop['best_epoch']} kept." if stop else "; no early stop."))
+    lines += _stability_lines(r)
     ev = r.get("evaluation")
     if ev and "error" in ev:
         lines.append(f"- Robustness at eps {ev['eps']:g}: not measured ({ev['error']}).")
@@ -179,6 +180,35 @@ def _robustness_lines(r: dict[str, Any]) -> list[str]:
             c, w = ev["clean_scores"], ev["worst_scores"]
             lines.append("- Segmentation clean / worst-case adversarial: " + ", ".join(
                 f"{name} {c[name]:.3f} / {w[name]:.3f}" for name in ("pixel_accuracy", "iou", "sbd", "f_measure")) + ".")
+    return lines
+
+
+def _stability_lines(r: dict[str, Any]) -> list[str]:
+    """Pruning and the unstable-ReLU counts (``robustness.pruning``, ``robustness.relu_stability``)."""
+    lines: list[str] = []
+    pruning = r.get("pruning")
+    if pruning:
+        parts = []
+        if pruning.get("weights"):
+            w = pruning["weights"]
+            parts.append(f"{w['zeroed']} of {w['weights']} weights with |w| < {pruning['weights_threshold']:g} "
+                         f"set to 0 ({w['already_zero']} were 0)")
+        if pruning.get("relus"):
+            layers = pruning["relus"]["layers"]
+            parts.append(f"ReLUs active on < {100 * pruning['relus_min_active']:g}% of {pruning['relus']['examples']} "
+                         "training images removed: " + ", ".join(
+                             f"{name} {v['forced_off'] + v['outgoing_zeroed']} of {v['rarely_active']}"
+                             for name, v in layers.items())
+                         + " (a convolution's single positions cannot be removed; rarely inactive ReLUs are not "
+                           "replaced by the identity)")
+        lines.append("- Pruning after training: " + "; ".join(parts) + ".")
+    st = r.get("relu_stability")
+    if st:
+        def per_layer(mode: str) -> str:
+            return ", ".join(f"{name} {v:.1f}" for name, v in zip(st["layers"], st[mode]["per_layer"]))
+        lines.append(f"- Unstable ReLUs (L-inf eps {st['eps']:g}, mean per example over {st['examples']} {st['from']} "
+                     f"images, of {sum(st['neurons'])} ReLUs): naive interval bounds **{st['naive']['total']:.1f}** "
+                     f"({per_layer('naive')}); improved **{st['improved']['total']:.1f}** ({per_layer('improved')}).")
     return lines
 
 

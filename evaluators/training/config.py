@@ -24,8 +24,11 @@
       lr: 0.003
       weight_decay: 0.0005
       schedule: onecycle          # onecycle | cyclic (triangular) | cosine | constant (stepped every batch)
-      objective: cross_entropy    # cross_entropy | pgd | fbf | fgsm | trades | fbf_trades | gaussian (objectives.OBJECTIVES)
-      objective_args: {label_smoothing: 0.05}     # adversarial: eps, eps_ramp, steps, step_size, beta ...; gaussian: sigma
+      objective: cross_entropy    # cross_entropy | pgd | fbf | fgsm | trades | fbf_trades | gaussian | relu_stability
+      objective_args: {label_smoothing: 0.05}     # adversarial: eps, eps_ramp, steps, step_size, beta, l1 ...;
+                                  # relu_stability: + rs_weight, rs_mode, rs_eps; gaussian: sigma
+      prune: {weights: 1e-3, relus: 0.1}          # optional, after training: |w| < 1e-3 -> 0; ReLUs active on
+                                  # < 10% of the training images removed (threedb.robustness.relu_stability)
       robust_check:               # optional: PGD accuracy after every epoch, early stop on a collapse
         {eps: null, steps: 10, images: 128, tolerance: 0.2, early_stop: true}
       augment: {crop_scale: [0.7, 1.0], flip: true, color_jitter: 0.3}
@@ -38,6 +41,8 @@
       data_commands: ["threedb run ...", "threedb dataset export ..."]
       robust_eval:                # robustness on the card (default: on for adversarial objectives)
         {eps: null, steps: 50, restarts: 10, max_examples: null, ensemble: true}
+      relu_stability:             # unstable ReLUs per layer, naive and improved bounds (default: on for
+        {eps: null, max_examples: null}   # relu_stability objectives and pruned models)
 
 Relative paths resolve against the file that wrote them.
 """
@@ -98,6 +103,16 @@ class RobustCheckConfig(BaseModel):
     early_stop: bool = True                          #: stop and restore the best epoch's weights
 
 
+class PruneConfig(BaseModel):
+    """Pruning after training, before the final evaluation and export (thesis ch. 6; needs a chain of
+    Linear / Conv2d / ReLU / Flatten, :func:`threedb.robustness.relu_stability.relu_chain`)."""
+
+    model_config = _STRICT
+    weights: Optional[float] = Field(None, gt=0)         #: zero every weight with |w| below this
+    relus: Optional[float] = Field(None, gt=0, lt=1)     #: remove ReLUs active on fewer training images
+    max_examples: Optional[int] = Field(None, gt=0)      #: training images the activity is measured on
+
+
 class TrainingConfig(BaseModel):
     model_config = _STRICT
     epochs: int = Field(15, gt=0)
@@ -110,6 +125,7 @@ class TrainingConfig(BaseModel):
     objective_args: dict[str, Any] = Field(default_factory=dict)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     robust_check: Optional[RobustCheckConfig] = None
+    prune: Optional[PruneConfig] = None
     device: str = "auto"
     threads: Optional[int] = Field(None, gt=0)
 
@@ -131,6 +147,17 @@ class RobustEvalConfig(BaseModel):
     seed: int = 0
 
 
+class StabilityConfig(BaseModel):
+    """Unstable ReLUs on the card: per layer, per example, with naive and improved interval bounds on the
+    test set (:mod:`threedb.robustness.relu_stability`)."""
+
+    model_config = _STRICT
+    enabled: Optional[bool] = None                 #: default: on for relu_stability objectives and pruning
+    eps: Optional[float] = Field(None, ge=0, le=1)  #: default: the objective's eps
+    max_examples: Optional[int] = Field(None, gt=0)  #: evenly spaced test images (null: all)
+    batch_size: int = Field(50, gt=0)
+
+
 class SegmentationConfig(BaseModel):
     model_config = _STRICT
     #: binary: 1 on the object mask, 0 elsewhere; per_class: class index + 1 on the mask
@@ -142,6 +169,7 @@ class CardConfig(BaseModel):
 
     model_config = _STRICT
     robust_eval: RobustEvalConfig = Field(default_factory=RobustEvalConfig)
+    relu_stability: StabilityConfig = Field(default_factory=StabilityConfig)
     name: Optional[str] = None                     #: default: the output folder's name
     description: str = ""
     #: the commands that made the datasets (the card adds the `threedb train` command itself)

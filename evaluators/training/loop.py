@@ -204,6 +204,7 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
     :class:`~threedb.robustness.models.Normalized`; checkpoints and ``model.pt`` hold the inner model's
     state dict, which the card's ``inference:`` mapping (with its ``normalization``) loads.
     """
+    from threedb.evaluators.training import stability
     from threedb.evaluators.training.robust import (make_task, pgd_score, robust_evaluation, spaced_indices,
                                                     stack)
 
@@ -235,6 +236,12 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
     inner = loaded.model
     model, pixels = pixel_model(loaded)          # a model of [0, 1] images, and the resize to its input
     objective = make_objective(cfg.objective, cfg.objective_args, file=config.source)
+    if cfg.objective == "relu_stability" or cfg.prune is not None or stability.wanted(schema):
+        key = ("training.objective" if cfg.objective == "relu_stability" else
+               "training.prune" if cfg.prune is not None else "card.relu_stability")
+        stability.check_chain(model, file=config.source, key=key)   # before any training time is spent
+    st_eps = (_objective_eps(objective, schema.card.relu_stability.eps, "card.relu_stability", config.source)
+              if stability.wanted(schema) else None)
 
     def dataset(base: Any, augment: Any) -> Dataset:
         if segmentation:
@@ -332,9 +339,11 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
         elapsed += seconds
         result = EpochResult(epoch + 1, total_loss / max(len(train_data), 1), correct / max(seen, 1), test_acc,
                              seconds, robust_acc)
-        history.append(result.__dict__)
+        # objective figures of the epoch (relu_stability: mean RS loss and unstable ReLUs of its batches)
+        entry = {**result.__dict__, **(objective.epoch_summary() if hasattr(objective, "epoch_summary") else {})}
+        history.append(entry)
         with (out / LOG).open("a") as log:
-            log.write(json.dumps(result.__dict__) + "\n")
+            log.write(json.dumps(entry) + "\n")
             if stopped is not None:
                 log.write(json.dumps({"early_stop": stopped}) + "\n")
         if stopped is not None:
@@ -345,6 +354,8 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
                       "best": best, "stopped": stopped}, ckpt_path)
         test_text = "" if test_acc is None else f", test accuracy {test_acc:.3f}"
         robust_text = "" if robust_acc is None else f", PGD accuracy {robust_acc:.3f}"
+        if "train_unstable" in entry:
+            robust_text += f", RS loss {entry['rs_loss']:.1f}, unstable ReLUs {entry['train_unstable']:.1f}"
         print(f"[threedb train] epoch {epoch + 1}/{cfg.epochs}: loss {result.loss:.4f}, train accuracy "
               f"{result.train_accuracy:.3f}{test_text}{robust_text} ({seconds:.0f} s)", file=stream, flush=True)
         if stopped is not None:
@@ -357,6 +368,11 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
         with (out / LOG).open("a") as log:
             log.write(json.dumps({"early_stop": stopped}) + "\n")
 
+    pruning = None
+    if cfg.prune is not None:
+        # after training (the checkpoint keeps the unpruned weights), before evaluation and export
+        pruning = stability.prune(model, dataset(train_set, None), cfg.prune, dev)
+        print(f"[threedb train] pruned: {json.dumps(pruning)}", file=stream, flush=True)
     weights = out / WEIGHTS
     _save_atomic({k: v.detach().cpu() for k, v in inner.state_dict().items()}, weights)
     metrics: dict[str, Any] = {"final_train_loss": history[-1]["loss"] if history else None,
@@ -394,6 +410,14 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
             robust = None
             robustness["evaluation"] = {"eps": eps, "error": str(exc)}
             print(f"[threedb train] robust evaluation impossible: {exc}", file=stream, flush=True)
+    if pruning is not None:
+        robustness["pruning"] = pruning
+    if st_eps is not None:
+        rs = stability.measure(model, test_data if test_data is not None else dataset(train_set, None),
+                               schema.card.relu_stability, eps=st_eps, device=dev,
+                               source="test" if test_data is not None else "train", stream=stream)
+        robustness["relu_stability"] = rs
+        metrics["unstable_relus"] = {"eps": st_eps, "naive": rs["naive"]["total"], "improved": rs["improved"]["total"]}
     if robust is not None:
         robustness["evaluation"] = robust
         metrics.update(clean_accuracy=robust["clean"], robust_accuracy=robust["pgd_score"],

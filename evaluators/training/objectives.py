@@ -11,6 +11,7 @@ before every step and ``reseed(seed)`` at every epoch start.
 Adversarial objectives (:mod:`threedb.robustness.training`): ``pgd`` (Madry et al.), ``fbf`` (Wong et
 al.'s fast FGSM with random start), ``fgsm`` (no random start: reproduces catastrophic overfitting),
 ``trades`` (Zhang et al.) and ``fbf_trades`` (seed 000); every one takes ``eps`` and ``eps_ramp``.
+``relu_stability`` (thesis ch. 6) is ``pgd`` plus the RS loss and an L1 penalty (``pgd`` takes ``l1`` too).
 
 Noise augmentation: ``gaussian`` (Cohen et al.: cross-entropy on ``x + N(0, sigma^2 I)``, ``sigma``
 in pixel units), the base models of randomized smoothing (``threedb certify``).
@@ -25,7 +26,7 @@ from torch.nn import functional as F
 
 from threedb.robustness.attacks import AttackError
 from threedb.robustness.training import (FBFTRADESTraining, FBFTraining, FGSMTraining, GaussianNoiseTraining,
-                                         PGDTraining, TRADESTraining)
+                                         PGDTraining, ReLUStabilityTraining, TRADESTraining)
 from threedb.sim.errors import ConfigError
 
 
@@ -59,6 +60,7 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "trades": TRADESTraining,
     "fbf_trades": FBFTRADESTraining,
     "gaussian": GaussianNoiseTraining,
+    "relu_stability": ReLUStabilityTraining,
 }
 
 
