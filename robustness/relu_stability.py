@@ -19,8 +19,8 @@ mask of layer ``A``'s outputs and ``B`` the linear layer after the ReLU,
 
 whose first term is bounded with the composed matrix (``|W_B diag(a) W_A| r``, no intermediate
 interval), the rest by interval arithmetic; the result is intersected with the naive bound of that
-layer (both are sound), so improved bounds are never looser than naive ones. It is exact wherever the
-ReLU is stable on the box (worked example: ``W1 = [1, -1]^T, b1 = [2, 2], W2 = [1, 1]``, ``x in [0, 1]``:
+layer (both are sound), so improved bounds are never looser than naive ones. For ``A -> ReLU -> B``
+on an input box it is exact when every ReLU between them is stable (worked example: ``W1 = [1, -1]^T, b1 = [2, 2], W2 = [1, 1]``, ``x in [0, 1]``:
 naive ``[3, 5]``, improved ``[4, 4]``). ``A`` may be a ``Linear`` or a ``Conv2d`` (its transpose gives
 the composed rows). **Fallback:** when the layer after the ReLU is a ``Conv2d`` the push-back is not
 done (the composed map is per-example and position-dependent, too costly to build in training): that
