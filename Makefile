@@ -4,7 +4,7 @@ VENV ?= .venv
 THREEDB := $(VENV)/bin/threedb
 PY := $(VENV)/bin/python
 
-.PHONY: setup run preview test bench bench-robustness clean
+.PHONY: setup run preview test bench bench-robustness bench-verification clean
 
 setup:
 	@bash scripts/setup.sh
@@ -40,6 +40,14 @@ bench-robustness: setup
 	$(PY) benchmarks/adv_training_peers.py
 	$(PY) benchmarks/smoothing_peers.py
 	$(PY) benchmarks/smoothing_throughput.py --segmentation
+
+# Complete verification against its anchors, quick settings (about 10 minutes on 2 cores); the full-size
+# runs (89 mnistfc instances x 120 s x 2 tools: hours) are in the scripts' docstrings and write to
+# benchmarks/results/; these quick ones write their JSON and markdown to benchmarks/results/quick/.
+bench-verification: setup
+	$(PY) benchmarks/verification_peers.py --nets 256x2 --limit 6 --timeout 30 --jobs 2 --out benchmarks/results/quick
+	$(PY) benchmarks/verification_wk17a.py --n 10 --timeout 60 --ablation-n 2 --ablation-timeout 30 \
+		--distortion-timeout 120 --out benchmarks/results/quick
 
 clean:
 	rm -rf previews runs/quickstart .pytest_cache

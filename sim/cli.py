@@ -78,6 +78,7 @@ COMMAND_MODULES: list[tuple[str, str, str]] = [
     ("train", "threedb.evaluators.training.cli", "train a classifier or segmenter, standard or adversarial (checkpoints, resume, model card)"),
     ("attack", "threedb.evaluators.attack.cli", "attack a model on a dataset (FGSM, PGD, APGD, Square; worst case) and report"),
     ("certify", "threedb.evaluators.certify.cli", "certify a model with randomized smoothing (classification, segmentation, local equivalence); analyze Cohen-format logs"),
+    ("verify", "threedb.evaluators.verify.cli", "complete verification (bounds + MILP): a VNN-COMP instance, a benchmark folder, or a classifier on a dataset"),
 ]
 
 

@@ -9,6 +9,7 @@ import pytest
 from threedb.evaluators.attack.config import load_attack_config
 from threedb.evaluators.certify.config import load_certify_config
 from threedb.evaluators.training.config import load_train_config
+from threedb.evaluators.verify.config import load_verify_config
 from threedb.policies.registry import make_policy
 from threedb.sim.config import load_config
 from threedb.sim.config.loader import load_chain
@@ -19,7 +20,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def kind(path: Path) -> str:
     """What a shipped config is for, from its merged top-level keys: a robustness job (``attacks:``,
-    ``smoothing:``), a training (``training:`` + ``output:``), or an experiment of ``threedb run``/``render``."""
+    ``smoothing:``, ``verification:``), a training (``training:`` + ``output:``), or an experiment of ``threedb run``/``render``."""
     data = load_chain(path).data
     if "attacks" in data:
         return "attack"
@@ -27,6 +28,8 @@ def kind(path: Path) -> str:
         return "training"
     if "smoothing" in data and "output" in data:
         return "certify"
+    if "verification" in data and "output" in data:
+        return "verify"
     return "experiment"
 
 
@@ -58,8 +61,13 @@ def test_certify_config_loads(name):
     assert load_certify_config(CONFIGS / name).schema.smoothing.n >= 1
 
 
+@pytest.mark.parametrize("name", of_kind("verify"))
+def test_verify_config_loads(name):
+    assert load_verify_config(CONFIGS / name).schema.verification.eps >= 0
+
+
 def test_every_kind_is_shipped():
-    assert {"experiment", "training", "attack", "certify"} <= set(KINDS.values())
+    assert {"experiment", "training", "attack", "certify", "verify"} <= set(KINDS.values())
 
 
 def test_quickstart_has_704_distinct_jobs():
