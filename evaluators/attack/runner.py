@@ -14,12 +14,10 @@ from threedb.evaluators.attack.config import (SEGMENTATION_METRICS, AttackSchema
                                               attack_specs)
 from threedb.evaluators.attack.model import attacked_model
 from threedb.evaluators.attack.report import build_report
-from threedb.evaluators.jobs.config import JobConfig, config_digest, model_spec
-from threedb.evaluators.jobs.data import (Batch, JobModel, iterate_batches, label_masks, load_job_model, open_dataset,
-                                          stratified)
+from threedb.evaluators.jobs.config import JobConfig, config_digest
+from threedb.evaluators.jobs.data import Batch, JobModel, iterate_batches, label_masks, open_job, stratified
 from threedb.evaluators.jobs.output import JobOutput, JobOutputError
 from threedb.evaluators.jobs.progress import print_summary, progress
-from threedb.evaluators.models import resolve_device
 from threedb.robustness.attacks import Classification, GradientError, Segmentation, evaluate_ensemble
 from threedb.robustness.metrics import segmentation_scores
 from threedb.sim.errors import ThreeDBError
@@ -96,13 +94,8 @@ def run_attack_job(config: JobConfig[AttackSchema], *, out: str | Path | None = 
     started = time.perf_counter()
     schema = config.schema
     specs = attack_specs(config)
-    dev = resolve_device(device or schema.device, file=config.file_of("device") if device is None else "--device",
-                         key="device")
-    dataset = open_dataset(config)
-    spec, base_dir = model_spec(schema.model, config)
-    job_model = load_job_model(spec, base_dir=base_dir, device=dev, file=config.file_of("model"), key="model")
+    dev, dataset, job_model = open_job(config, device)
     channels = _check_model_fits(config, job_model, dataset)
-    job_model.card = schema.model.get("card")
     model = attacked_model(config, job_model)
     segmentation = schema.task == "segmentation"
     seg = _segmentation_setup(config, channels, dataset) if segmentation else None

@@ -18,11 +18,10 @@ from threedb.evaluators.certify.config import CertifySchema
 from threedb.evaluators.certify.model import ModelFit, check_model
 from threedb.evaluators.certify.report import build_report
 from threedb.evaluators.certify.tasks import Example, classification_row, equivalence_row, segmentation_row
-from threedb.evaluators.jobs.config import JobConfig, config_digest, model_spec
-from threedb.evaluators.jobs.data import iterate_batches, label_masks, load_job_model, open_dataset, stratified
+from threedb.evaluators.jobs.config import JobConfig, config_digest
+from threedb.evaluators.jobs.data import iterate_batches, label_masks, open_job, stratified
 from threedb.evaluators.jobs.output import JobOutput, JobOutputError, write_atomic
 from threedb.evaluators.jobs.progress import print_summary, progress
-from threedb.evaluators.models import resolve_device
 from threedb.robustness.smoothing import SmoothingError
 from threedb.sim.errors import ThreeDBError
 
@@ -43,12 +42,7 @@ def run_certify_job(config: JobConfig[CertifySchema], *, out: str | Path | None 
     """
     started = time.perf_counter()
     schema = config.schema
-    dev = resolve_device(device or schema.device, file=config.file_of("device") if device is None else "--device",
-                         key="device")
-    dataset = open_dataset(config)
-    spec, base_dir = model_spec(schema.model, config)
-    job_model = load_job_model(spec, base_dir=base_dir, device=dev, file=config.file_of("model"), key="model")
-    job_model.card = schema.model.get("card")
+    dev, dataset, job_model = open_job(config, device)
     fit = check_model(config, job_model, dataset)
     needs_masks = fit.per_pixel and (schema.task == "segmentation" or "with_labels" in schema.equiv.modes)
 

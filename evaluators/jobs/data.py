@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from threedb.evaluators.jobs.config import JobConfig
-from threedb.evaluators.models import LoadedModel, ModelError, check_outputs, load_model
+from threedb.evaluators.jobs.config import JobConfig, model_spec
+from threedb.evaluators.models import LoadedModel, ModelError, check_outputs, load_model, resolve_device
 from threedb.evaluators.pixel_space import pixel_model
 from threedb.evaluators.preprocess import INTERPOLATION, Preprocess
 
@@ -156,6 +156,19 @@ def open_dataset(config: JobConfig[Any]) -> Any:
     return dataset
 
 
+def open_job(config: JobConfig[Any], device: Optional[str] = None) -> tuple[torch.device, Any, JobModel]:
+    """What every dataset job opens first, each checked with errors naming its key: the device (``--device``
+    over the config's ``device:``), the dataset and the pixel-space model (with its card, when any)."""
+    schema = config.schema
+    dev = resolve_device(device or schema.device, file=config.file_of("device") if device is None else "--device",
+                         key="device")
+    dataset = open_dataset(config)
+    spec, base_dir = model_spec(schema.model, config)
+    job_model = load_job_model(spec, base_dir=base_dir, device=dev, file=config.file_of("model"), key="model")
+    job_model.card = schema.model.get("card")
+    return dev, dataset, job_model
+
+
 __all__ = ["Batch", "JobModel", "TensorOutput", "iterate_batches", "label_masks", "load_job_model", "open_dataset",
-           "resize_mask", "stratified"]
+           "open_job", "resize_mask", "stratified"]
 

@@ -19,11 +19,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from threedb.evaluators.jobs.config import JobConfig, config_digest, model_spec
-from threedb.evaluators.jobs.data import iterate_batches, load_job_model, open_dataset, stratified
+from threedb.evaluators.jobs.config import JobConfig, config_digest
+from threedb.evaluators.jobs.data import iterate_batches, open_job, stratified
 from threedb.evaluators.jobs.output import JobOutput, JobOutputError, write_atomic
 from threedb.evaluators.jobs.progress import print_summary, progress
-from threedb.evaluators.models import resolve_device
 from threedb.evaluators.verify.config import VerifySchema
 from threedb.evaluators.verify.model import torch_check, verifiable_network
 from threedb.evaluators.verify.report import build_report
@@ -121,12 +120,7 @@ def run_verify_job(config: JobConfig[VerifySchema], *, out: str | Path | None = 
     before the first example."""
     started = time.perf_counter()
     schema = config.schema
-    dev = resolve_device(device or schema.device, file=config.file_of("device") if device is None else "--device",
-                         key="device")
-    dataset = open_dataset(config)
-    spec, base_dir = model_spec(schema.model, config)
-    job_model = load_job_model(spec, base_dir=base_dir, device=dev, file=config.file_of("model"), key="model")
-    job_model.card = schema.model.get("card")
+    dev, dataset, job_model = open_job(config, device)
     n_classes = _check_model_fits(config, job_model, dataset)
 
     indices = stratified([r.label for r in dataset.records], schema.data.max_examples)

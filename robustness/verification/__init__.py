@@ -18,7 +18,7 @@ from threedb.robustness.verification.network import (Affine, Layer, MaxPool, Net
                                                       TorchNetwork, compose, from_torch, maxpool_groups,
                                                       probe_affine)
 from threedb.robustness.verification.onnx_import import from_onnx
-from threedb.robustness.verification.spec import Specification, SpecificationError, local_robustness, stacked
+from threedb.robustness.verification.spec import Specification, SpecificationError, local_robustness
 from threedb.robustness.verification.vnnlib import check_instance, parse_vnnlib
 
 from threedb.robustness.verification.bounds import (interval_bounds, output_lower_bounds, symbolic_bounds,
@@ -32,7 +32,7 @@ __all__ = [
     "Affine", "Layer", "MaxPool", "Network", "NetworkError", "ReLU", "TorchNetwork", "compose", "from_onnx",
     "from_torch", "maxpool_groups", "probe_affine",
     # specifications
-    "Specification", "SpecificationError", "check_instance", "local_robustness", "parse_vnnlib", "stacked",
+    "Specification", "SpecificationError", "check_instance", "local_robustness", "parse_vnnlib",
     # bounds, MILP, answers
     "DistortionResult", "NetworkModel", "VerificationResult", "VerifierOptions", "bisect_distortion",
     "interval_bounds", "minimum_distortion", "output_lower_bounds", "symbolic_bounds", "unstable_counts", "verify",

@@ -70,12 +70,10 @@ def minimum_distortion(network: Network, x: np.ndarray, label: int, *, norm: Lit
     deadline = Deadline(options.timeout)
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     k = network.out_size
-    candidates = sorted(set(range(k)) - {label} if targets is None else set(int(t) for t in targets) - {label})
-    y = np.asarray(check(x), dtype=np.float64).reshape(-1)
-    predicted = int(y.argmax())
-    if predicted != label and predicted in candidates:
-        return DistortionResult("misclassified", norm, 0.0, 0.0, time.perf_counter() - begin, x.copy(), predicted,
-                                float(y[predicted] - y[label]))
+    candidates = _candidates(k, label, targets)
+    wrong = _misclassified(check, x, label, candidates, norm)
+    if wrong is not None:
+        return wrong
     stats: dict = {}
     # an attack's example bounds the minimum from above: the MILP then searches only that far (a smaller
     # restricted domain: tighter bounds) and starts from it
@@ -175,11 +173,10 @@ def bisect_distortion(network: Network, x: np.ndarray, label: int, *, max_eps: f
     deadline = Deadline(options.timeout)
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     k = network.out_size
-    candidates = sorted(set(range(k)) - {label} if targets is None else set(int(t) for t in targets) - {label})
-    y = np.asarray(check(x), dtype=np.float64).reshape(-1)
-    if int(y.argmax()) != label and int(y.argmax()) in candidates:
-        return DistortionResult("misclassified", "linf", 0.0, 0.0, time.perf_counter() - begin, x.copy(),
-                                int(y.argmax()), float(y.max() - y[label]))
+    candidates = _candidates(k, label, targets)
+    wrong = _misclassified(check, x, label, candidates, "linf")
+    if wrong is not None:
+        return wrong
     lower, upper, best = 0.0, float(max_eps), None
     steps: list[dict] = []
     eps = float(max_eps)
@@ -207,6 +204,23 @@ def bisect_distortion(network: Network, x: np.ndarray, label: int, *, max_eps: f
     y_adv = np.asarray(check(best), dtype=np.float64).reshape(-1)
     return DistortionResult(status, "linf", upper, lower, elapsed, best, int(y_adv.argmax()),
                             float(y_adv[candidates].max() - y_adv[label]), {"steps": steps})
+
+
+def _candidates(k: int, label: int, targets: Optional[Iterable[int]]) -> list[int]:
+    """The classes an adversarial example may reach: every other one, or the targets."""
+    return sorted(set(range(k)) - {label} if targets is None else set(int(t) for t in targets) - {label})
+
+
+def _misclassified(check: Checker, x: np.ndarray, label: int, candidates: list[int],
+                   norm: str) -> Optional[DistortionResult]:
+    """The zero-distortion answer when ``x`` itself is already predicted as one of the candidates."""
+    start = time.perf_counter()
+    y = np.asarray(check(x), dtype=np.float64).reshape(-1)
+    predicted = int(y.argmax())
+    if predicted != label and predicted in candidates:
+        return DistortionResult("misclassified", norm, 0.0, 0.0, time.perf_counter() - start, x.copy(), predicted,
+                                float(y[predicted] - y[label]))
+    return None
 
 
 def _distance(delta: np.ndarray, norm: str) -> float:

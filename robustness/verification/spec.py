@@ -9,7 +9,7 @@ disjunction over inputs); an instance is ``sat`` iff one of its specifications i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -114,15 +114,4 @@ def local_robustness(x: np.ndarray, label: int, eps: float, n_classes: int, *,
                          label=int(label), eps=float(eps))
 
 
-def stacked(specs: Sequence[Specification]) -> Specification:
-    """Check that several boxes of one instance agree in sizes (used by the parser and the verifier)."""
-    if not specs:
-        raise SpecificationError("no specification")
-    first = specs[0]
-    for spec in specs[1:]:
-        if spec.n_inputs != first.n_inputs or spec.n_outputs != first.n_outputs:
-            raise SpecificationError(f"{spec.source}: its boxes differ in the number of inputs or outputs")
-    return first
-
-
-__all__ = ["Specification", "SpecificationError", "local_robustness", "stacked"]
+__all__ = ["Specification", "SpecificationError", "local_robustness"]

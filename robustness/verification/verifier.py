@@ -29,10 +29,10 @@ import torch
 
 from threedb.robustness.attacks import PGD
 from threedb.robustness.attacks.base import Task
-from threedb.robustness.verification.bounds import (Bounds, interval_bounds, output_lower_bounds, symbolic_bounds,
-                                                    unstable_counts)
+from threedb.robustness.verification.bounds import (Bounds, interval_bounds, layer_interval, output_lower_bounds,
+                                                    symbolic_bounds, unstable_counts)
 from threedb.robustness.verification.milp import NetworkModel
-from threedb.robustness.verification.network import Affine, Network, ReLU
+from threedb.robustness.verification.network import Affine, Network
 from threedb.robustness.verification.spec import Specification
 
 Status = Literal["sat", "unsat", "timeout", "unknown", "error"]
@@ -217,8 +217,6 @@ def compute_bounds(network: Network, lower: np.ndarray, upper: np.ndarray, optio
 
 
 def _intervals_from(network: Network, bounds: Bounds, start: int) -> Bounds:
-    from threedb.robustness.verification.bounds import layer_interval
-
     out = [(lo.copy(), hi.copy()) for lo, hi in bounds]
     for k in range(max(start - 1, 0), len(network.layers)):
         lo, hi = layer_interval(network.layers[k], *out[k])
@@ -353,13 +351,5 @@ def _solve_disjunct(network: Network, spec: Specification, bounds: Bounds, c: np
                               message="the MILP's counterexamples are not confirmed by the original network")
 
 
-def relu_counts(network: Network) -> list[int]:
-    """ReLUs per ReLU layer."""
-    return [network.layers[k].out_size for k in network.relu_layers()]
-
-
 __all__ = ["Checker", "Deadline", "SpecificationTask", "VerificationResult", "VerifierOptions", "attack_box",
-           "compute_bounds", "relu_counts", "verify"]
-
-# (Affine, ReLU) are re-exported for type checkers of callers building small networks by hand
-_ = (Affine, ReLU)
+           "compute_bounds", "verify"]
