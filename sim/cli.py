@@ -74,7 +74,7 @@ def cmd_controls(args: argparse.Namespace) -> int:
 COMMAND_MODULES: list[tuple[str, str, str]] = [
     ("companion", "threedb.companion.cli", "export renders with edge overlays, poses and USDZ for physical recreation"),
     ("dashboard", "threedb.dashboard.cli", "explore run results in the browser (live while runs write)"),
-    ("dataset", "threedb.evaluators.datasets.cli", "export a run's images as a versioned image-folder dataset"),
+    ("dataset", "threedb.evaluators.datasets.cli", "export a run's images (or an MNIST-style IDX pair: from-idx) as a versioned image-folder dataset"),
     ("train", "threedb.evaluators.training.cli", "train a classifier or segmenter, standard or adversarial (checkpoints, resume, model card)"),
     ("attack", "threedb.evaluators.attack.cli", "attack a model on a dataset (FGSM, PGD, APGD, Square; worst case) and report"),
     ("certify", "threedb.evaluators.certify.cli", "certify a model with randomized smoothing (classification, segmentation, local equivalence); analyze Cohen-format logs"),
