@@ -1,0 +1,329 @@
+"""Branch and bound on ReLU splits with optimised linear bounds (the alpha-/beta-CROWN idea).
+
+A *domain* fixes the sign of some unstable ReLU inputs (``z_j >= 0`` or ``z_j <= 0``). Its lower bound
+on a specification row ``c.y - d`` is one backward linear pass (as in :mod:`.bounds`) in which
+
+* the intermediate bounds are the root's, each split unit's interval cut at zero (a domain is a subset
+  of the root box, so the root's bounds hold on it);
+* the lower line of every unstable ReLU has a free slope ``alpha`` in ``[0, 1]`` (any slope is sound);
+* every split constraint ``s_j z_j >= 0`` (``s_j = +1`` active, ``-1`` inactive) enters the objective
+  with a multiplier ``beta_j >= 0``: on the domain ``c.y - d >= c.y - d - sum_j beta_j s_j z_j``, so the
+  pass's bound of the right side bounds the left, and the split now constrains the whole network.
+
+``alpha`` and ``beta`` are optimised by projected gradient ascent (Adam) on the bound; every iterate is
+a sound bound, and the best one per domain is kept. A domain whose bound is positive for some row of
+its conjunction is proved; otherwise the free unit whose relaxation costs the bound most (the upper
+line's intercept times its backward weight, the BaBSR score) is split in two, and the children start
+from their parent's ``alpha`` and ``beta``. The input that minimises each linear bound is a candidate
+counterexample, tested at every round. A domain with no unstable unit left is linear on the box and is
+handed to ``exact`` (an LP). Domains are taken worst bound first, in batches.
+
+Only chains of affine layers and ReLUs are handled (:func:`supports`); the verifier uses the MILP for
+the rest. Everything is in ``float64`` and each bound is widened by the rounding its terms could make.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Optional
+
+import numpy as np
+import torch
+
+from threedb.robustness.verification.bounds import ABS_MARGIN, REL_MARGIN, Bounds
+from threedb.robustness.verification.network import Affine, Network, ReLU
+
+BabStatus = Literal["unsat", "sat", "timeout", "unknown", "memory"]
+#: ``exact(bounds) -> ("unsat", None) | ("sat", x) | ("unknown", None)`` for a domain with every unit stable
+ExactSolver = Callable[[Bounds], tuple[str, Optional[np.ndarray]]]
+#: ``find(xs) -> index of a confirmed counterexample among the rows of xs, or None``
+CounterexampleFinder = Callable[[np.ndarray], Optional[int]]
+
+
+@dataclass
+class BabOptions:
+    """Sizes and step counts of the search (the defaults follow beta-CROWN's, scaled to a CPU)."""
+
+    batch: int = 256                 #: parent domains split per round (children: twice as many)
+    root_steps: int = 40             #: alpha-optimisation steps at the root
+    steps: int = 15                  #: alpha/beta steps per batch of children
+    lr_alpha: float = 0.1
+    lr_beta: float = 0.05
+    memory_gb: float = 2.0           #: open domains' alpha/beta kept before giving up ("memory")
+
+
+@dataclass
+class BabResult:
+    """How the search ended: ``unsat`` (every domain proved), ``sat`` (with ``counterexample``),
+    ``timeout``, ``unknown`` (an exact leaf could not decide) or ``memory`` (too many open domains)."""
+
+    status: BabStatus
+    counterexample: Optional[np.ndarray] = None
+    stats: dict = field(default_factory=dict)
+
+
+def supports(network: Network) -> bool:
+    """Whether the network is a chain of affine layers and ReLUs ending in an affine layer."""
+    return bool(network.layers) and isinstance(network.layers[-1], Affine) and all(
+        isinstance(layer, (Affine, ReLU)) for layer in network.layers)
+
+
+class _Deadline:
+    def __init__(self, end: float) -> None:
+        self.end = end
+
+    def expired(self) -> bool:
+        return time.perf_counter() >= self.end
+
+
+@dataclass
+class _Domains:
+    """A batch of domains: per ReLU layer the split signs (``int8``), ``alpha`` and ``beta`` (``D x m x n``)."""
+
+    split: list[torch.Tensor]
+    alpha: list[torch.Tensor]
+    beta: list[torch.Tensor]
+    bound: torch.Tensor          #: best lower bound over the rows' max (``D``)
+
+    def __len__(self) -> int:
+        return int(self.bound.shape[0])
+
+    def take(self, index: torch.Tensor) -> "_Domains":
+        return _Domains([s[index] for s in self.split], [a[index] for a in self.alpha],
+                        [b[index] for b in self.beta], self.bound[index])
+
+    @staticmethod
+    def cat(parts: list["_Domains"]) -> "_Domains":
+        parts = [p for p in parts if len(p)]
+        return _Domains([torch.cat(s) for s in zip(*[p.split for p in parts])],
+                        [torch.cat(a) for a in zip(*[p.alpha for p in parts])],
+                        [torch.cat(b) for b in zip(*[p.beta for p in parts])],
+                        torch.cat([p.bound for p in parts]))
+
+
+class _Problem:
+    """The network, the root bounds and one conjunction ``C y <= d`` as tensors for the backward passes."""
+
+    def __init__(self, network: Network, bounds: Bounds, c: np.ndarray, d: np.ndarray) -> None:
+        self.network = network
+        self.root_bounds = bounds
+        self.layers = network.layers
+        self.weights = {k: (torch.from_numpy(layer.weight), torch.from_numpy(layer.bias))
+                        for k, layer in enumerate(self.layers) if isinstance(layer, Affine)}
+        self.relus = network.relu_layers()
+        self.root_lower = [torch.from_numpy(bounds[k][0]) for k in self.relus]
+        self.root_upper = [torch.from_numpy(bounds[k][1]) for k in self.relus]
+        self.x_lower = torch.from_numpy(bounds[0][0])
+        self.x_upper = torch.from_numpy(bounds[0][1])
+        self.x_scale = torch.maximum(self.x_lower.abs(), self.x_upper.abs())
+        self.c = torch.from_numpy(np.atleast_2d(np.asarray(c, dtype=np.float64)))
+        self.d = torch.from_numpy(np.asarray(d, dtype=np.float64).reshape(-1))
+
+    def domain_bounds(self, split: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each ReLU layer's input bounds in each domain: the root's, cut at zero by the splits."""
+        lower = [torch.where(s > 0, lo.clamp(min=0.0), lo) for s, lo in zip(split, self.root_lower)]
+        upper = [torch.where(s < 0, hi.clamp(max=0.0), hi) for s, hi in zip(split, self.root_upper)]
+        return lower, upper
+
+    def lower_bound(self, domains: _Domains, alpha: list[torch.Tensor], beta: list[torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Per domain and row a sound lower bound of ``c_r.y - d_r`` (``D x m``), the inputs minimising the
+        linear bounds (``D x m x n_in``), and per ReLU layer the BaBSR branching score (``D x n``)."""
+        lower, upper = self.domain_bounds(domains.split)
+        n_domains, m = len(domains), self.c.shape[0]
+        coef = self.c.expand(n_domains, m, -1)
+        const = -self.d.expand(n_domains, m)
+        scale = self.d.abs().expand(n_domains, m)
+        scores: list[torch.Tensor] = [torch.empty(0)] * len(self.relus)
+        r = len(self.relus)
+        for k in range(len(self.layers) - 1, -1, -1):
+            if k in self.weights:
+                weight, bias = self.weights[k]
+                const = const + coef @ bias
+                scale = scale + coef.detach().abs() @ bias.abs()
+                coef = coef @ weight
+                continue
+            r -= 1
+            lo, hi = lower[r].unsqueeze(1), upper[r].unsqueeze(1)
+            active, inactive = lo >= 0, hi <= 0
+            unstable = ~(active | inactive)
+            width = torch.where(unstable, hi - lo, torch.ones_like(hi))
+            up_slope = torch.where(unstable, hi / width, active.to(hi.dtype))
+            up_offset = torch.where(unstable, -lo * hi / width, torch.zeros_like(hi))
+            low_slope = torch.where(unstable, alpha[r].clamp(0.0, 1.0), active.to(hi.dtype))
+            positive, negative = coef.clamp(min=0.0), coef.clamp(max=0.0)
+            intercept = negative * up_offset                       # <= 0: what the upper line costs
+            scores[r] = -intercept.detach().sum(1)
+            const = const + intercept.sum(-1)
+            scale = scale + intercept.detach().abs().sum(-1)
+            coef = positive * low_slope + negative * up_slope
+            coef = coef - beta[r].clamp(min=0.0) * domains.split[r].unsqueeze(1).to(coef.dtype)
+        positive, negative = coef.clamp(min=0.0), coef.clamp(max=0.0)
+        value = positive @ self.x_lower + negative @ self.x_upper + const
+        scale = scale + coef.detach().abs() @ self.x_scale
+        # outward rounding: the margin of every other bound (:func:`.bounds.backward_bound`), on the terms' sizes
+        value = value - (ABS_MARGIN + REL_MARGIN * 64 * 4 * scale)
+        x_star = torch.where(coef.detach() > 0, self.x_lower, self.x_upper)
+        return value, x_star, scores
+
+    def optimise(self, domains: _Domains, steps: int, options: BabOptions, deadline: _Deadline,
+                 use_beta: bool) -> tuple[_Domains, torch.Tensor, list[torch.Tensor]]:
+        """``steps`` of Adam on ``alpha`` (and ``beta``); returns the domains with their best bounds and
+        optimised multipliers, the last candidate inputs and the last branching scores."""
+        alpha = [a.clone().requires_grad_(True) for a in domains.alpha]
+        beta = [b.clone().requires_grad_(True) for b in domains.beta]
+        groups = [{"params": alpha, "lr": options.lr_alpha}]
+        if use_beta:
+            groups.append({"params": beta, "lr": options.lr_beta})
+        optimiser = torch.optim.Adam(groups)
+        best = torch.full((len(domains), self.c.shape[0]), -torch.inf, dtype=torch.float64)
+        best_alpha = [a.detach().clone() for a in alpha]
+        best_beta = [b.detach().clone() for b in beta]
+        x_star, scores = None, None
+        for step in range(max(steps, 1)):
+            value, x_star, scores = self.lower_bound(domains, alpha, beta)
+            improved = value.detach() > best
+            best = torch.where(improved, value.detach(), best)
+            any_row = improved.any(1)
+            for saved, current in zip(best_alpha + best_beta, alpha + beta):
+                saved[any_row] = current.detach()[any_row]
+            if step == steps - 1 or bool((best.amax(1) > 0).all()) or deadline.expired():
+                break
+            optimiser.zero_grad()
+            (-value.sum()).backward()
+            optimiser.step()
+            with torch.no_grad():
+                for a in alpha:
+                    a.clamp_(0.0, 1.0)
+                for b in beta:
+                    b.clamp_(min=0.0)
+        out = _Domains(domains.split, best_alpha, best_beta, best.amax(1))
+        return out, x_star, scores
+
+
+def _initial_alpha(lower: torch.Tensor, upper: torch.Tensor, m: int) -> torch.Tensor:
+    """CROWN's adaptive lower slope (1 where ``u >= -l``), one copy per row."""
+    return (upper >= -lower).to(torch.float64).expand(m, -1).clone()
+
+
+def branch_and_bound(network: Network, bounds: Bounds, c: np.ndarray, d: np.ndarray, *, end: float,
+                     find: CounterexampleFinder, exact: ExactSolver,
+                     options: Optional[BabOptions] = None) -> BabResult:
+    """Decide whether ``C y <= d`` (rows of ``c``, ``d``) has a solution in the box ``bounds[0]``.
+
+    ``bounds``: sound bounds of every layer on the box (e.g. :func:`.bounds.symbolic_bounds`, tightened
+    or not); ``end``: a ``time.perf_counter()`` deadline; ``find``: confirms candidate counterexamples
+    on the original model; ``exact``: decides a domain whose ReLUs are all stable."""
+    options = options or BabOptions()
+    if not supports(network):
+        raise ValueError(f"{network.source}: branch and bound handles chains of affine layers and ReLUs only")
+    deadline = _Deadline(end)
+    problem = _Problem(network, bounds, c, d)
+    m = problem.c.shape[0]
+    # per domain: alpha and beta (float64, one copy per row) and the int8 signs of every ReLU unit
+    per_domain = sum(lo.numel() for lo in problem.root_lower) * (16 * m + 1)
+    max_domains = max(int(options.memory_gb * 1024 ** 3 / max(per_domain, 1)), 2 * options.batch)
+    stats = {"domains": 0, "rounds": 0, "exact_leaves": 0, "max_open": 0}
+    begin = time.perf_counter()
+    split = [torch.zeros((1,) + lo.shape, dtype=torch.int8) for lo in problem.root_lower]
+    alpha = [_initial_alpha(lo, hi, m).unsqueeze(0) for lo, hi in zip(problem.root_lower, problem.root_upper)]
+    beta = [torch.zeros_like(a) for a in alpha]
+    root = _Domains(split, alpha, beta, torch.full((1,), -torch.inf, dtype=torch.float64))
+    root, x_star, scores = problem.optimise(root, options.root_steps, options, deadline, use_beta=False)
+    stats["root_bound"] = float(root.bound[0])
+    open_domains, open_scores = root, [s for s in scores]
+
+    def finish(status: BabStatus, x: Optional[np.ndarray] = None) -> BabResult:
+        stats["seconds"] = round(time.perf_counter() - begin, 4)
+        return BabResult(status, x, stats)
+
+    def candidates(x: torch.Tensor) -> Optional[np.ndarray]:
+        flat = x.reshape(-1, x.shape[-1]).numpy()
+        hit = find(flat)
+        return None if hit is None else flat[hit]
+
+    found = candidates(x_star)
+    if found is not None:
+        return finish("sat", found)
+    proved = open_domains.bound > 0
+    open_domains = open_domains.take(~proved)
+    open_scores = [s[~proved] for s in open_scores]
+    while len(open_domains):
+        if deadline.expired():
+            return finish("timeout")
+        stats["rounds"] += 1
+        order = torch.argsort(open_domains.bound)
+        pick, rest = order[:options.batch], order[options.batch:]
+        parents = open_domains.take(pick)
+        parent_scores = [s[pick] for s in open_scores]
+        rest_domains = open_domains.take(rest)
+        rest_scores = [s[rest] for s in open_scores]
+        # the unit to split: the largest score among free unstable units, over all layers
+        lower, upper = problem.domain_bounds(parents.split)
+        flat_scores, offsets = [], [0]
+        for s, lo, hi, sp in zip(parent_scores, lower, upper, parents.split):
+            free = (sp == 0) & (lo < 0) & (hi > 0)
+            # a tiny positive floor keeps every free unit eligible when the scores are all zero
+            flat_scores.append(torch.where(free, s + 1e-12 * (hi - lo), torch.full_like(s, -1.0)))
+            offsets.append(offsets[-1] + s.shape[1])
+        joined = torch.cat(flat_scores, 1)
+        best_score, best_unit = joined.max(1)
+        leaves = best_score < 0
+        if bool(leaves.any()):
+            for i in torch.nonzero(leaves).flatten().tolist():
+                stats["exact_leaves"] += 1
+                status, x = exact(_leaf_bounds(problem, [s[i] for s in parents.split]))
+                if status == "sat":
+                    return finish("sat", x)
+                if status != "unsat":
+                    return finish("unknown")
+            keep = ~leaves
+            parents, best_unit = parents.take(keep), best_unit[keep]
+        n = len(parents)
+        if n:
+            children = _split(parents, best_unit, offsets)
+            children, x_star, scores = problem.optimise(children, options.steps, options, deadline, use_beta=True)
+            stats["domains"] += len(children)
+            found = candidates(x_star)
+            if found is not None:
+                return finish("sat", found)
+            alive = children.bound <= 0
+            children = children.take(alive)
+            scores = [s[alive] for s in scores]
+        else:
+            children, scores = parents, parent_scores
+        open_domains = _Domains.cat([rest_domains, children]) if len(rest_domains) else children
+        open_scores = [torch.cat([a, b]) for a, b in zip(rest_scores, scores)] if len(rest_domains) else scores
+        stats["max_open"] = max(stats["max_open"], len(open_domains))
+        if len(open_domains) > max_domains:
+            return finish("memory")
+    return finish("unsat")
+
+
+def _split(parents: _Domains, unit: torch.Tensor, offsets: list[int]) -> _Domains:
+    """Two children per parent: the chosen unit (a flat index over all ReLU layers) active, then inactive."""
+    n = len(parents)
+    rows = torch.arange(n)
+    split = [s.repeat(2, 1) for s in parents.split]
+    for r in range(len(split)):
+        inside = (unit >= offsets[r]) & (unit < offsets[r + 1])
+        local = (unit - offsets[r])[inside]
+        sel = rows[inside]
+        split[r][sel, local] = 1
+        split[r][sel + n, local] = -1
+    alpha = [a.repeat(2, 1, 1) for a in parents.alpha]
+    beta = [b.repeat(2, 1, 1) for b in parents.beta]
+    return _Domains(split, alpha, beta, parents.bound.repeat(2))
+
+
+def _leaf_bounds(problem: _Problem, split: list[torch.Tensor]) -> Bounds:
+    """The root bounds with one domain's splits applied (every ReLU input now of one sign)."""
+    out = [(lo.copy(), hi.copy()) for lo, hi in problem.root_bounds]
+    for r, k in enumerate(problem.relus):
+        s = split[r].numpy()
+        lo, hi = out[k]
+        out[k] = (np.where(s > 0, np.maximum(lo, 0.0), lo), np.where(s < 0, np.minimum(hi, 0.0), hi))
+    return out
+
+
+__all__ = ["BabOptions", "BabResult", "branch_and_bound", "supports"]
