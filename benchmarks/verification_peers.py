@@ -163,7 +163,7 @@ def split_disjuncts(vnnlib: Path, folder: Path) -> Optional[list[Path]]:
 
 # --------------------------------------------------------------------------- the two tools (subprocesses)
 
-def worker_threedb(onnx: Path, vnnlib: Path, budget: float, tighten: str, start: float) -> dict:
+def worker_threedb(onnx: Path, vnnlib: Path, budget: float, tighten: str, complete: str, start: float) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -189,7 +189,8 @@ def worker_threedb(onnx: Path, vnnlib: Path, budget: float, tighten: str, start:
             out = self.session.run(None, {self.name: np.asarray(x, np.float32).reshape(self.shape)})[0]
             return np.asarray(out, dtype=np.float64).reshape(-1)
 
-    options = VerifierOptions(timeout=max(budget - (time.perf_counter() - start), 0.01), threads=1, tighten=tighten)
+    options = VerifierOptions(timeout=max(budget - (time.perf_counter() - start), 0.01), threads=1, tighten=tighten,
+                              complete=complete)
     result = verify(network, specs, options, check=Check())
     out = {"status": result.status, "seconds": time.perf_counter() - start, "prepare_seconds": prepare,
            "method": result.method, "message": result.message, "stats": result.stats}
@@ -237,7 +238,7 @@ def worker_main(args: argparse.Namespace) -> int:
     onnx, vnnlib = Path(args.onnx), Path(args.vnnlib)
     try:
         if args.worker == "threedb":
-            out = worker_threedb(onnx, vnnlib, args.budget, args.tighten, start)
+            out = worker_threedb(onnx, vnnlib, args.budget, args.tighten, args.complete, start)
         else:
             out = worker_marabou(onnx, vnnlib, args.budget, args.marabou_mode, start)
     except Exception as exc:  # noqa: BLE001 - a tool's failure is its 'error' result, reported not raised
@@ -256,7 +257,7 @@ class Run:
         self.log = open(folder / f"{tool}.log", "w")
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", tool, "--onnx", str(onnx),
                    "--vnnlib", str(vnnlib), "--budget", str(budget), "--result", str(self.result),
-                   "--tighten", args.tighten, "--marabou-mode", args.marabou_mode]
+                   "--tighten", args.tighten, "--complete", args.complete, "--marabou-mode", args.marabou_mode]
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self.started = time.perf_counter()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env,
@@ -426,9 +427,14 @@ def main() -> int:
     parser.add_argument("--tools", nargs="+", choices=("threedb", "marabou"), default=["threedb", "marabou"])
     parser.add_argument("--marabou-mode", choices=("split", "whole"), default="whole")
     parser.add_argument("--tighten", choices=("none", "lp", "milp"), default="lp")
+    parser.add_argument("--complete", choices=("bab", "milp"), default="bab", help="threedb's last step")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--resume", action="store_true",
                         help="keep the instances --out's verification_peers.json already has (same budget and tools)")
+    parser.add_argument("--reuse", nargs="+", choices=("threedb", "marabou"), default=[],
+                        help="take these tools' results from --reuse-from (same instances and budgets) instead of "
+                        "running them again; the settings and the report say so (the timings then come from two runs)")
+    parser.add_argument("--reuse-from", type=Path, help="a verification_peers.json to take --reuse tools from")
     parser.add_argument("--worker", choices=("threedb", "marabou"), help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
     parser.add_argument("--vnnlib", help=argparse.SUPPRESS)
@@ -451,13 +457,22 @@ def main() -> int:
         return 2
     tools = args.tools
     settings = {"instances": len(instances), "nets": " ".join(args.nets), "timeout cap": args.timeout,
-                "jobs": args.jobs, "marabou mode": args.marabou_mode, "tighten": args.tighten,
+                "jobs": args.jobs, "marabou mode": args.marabou_mode, "tighten": args.tighten, "complete": args.complete,
                 "cpus": os.cpu_count()}
     print(f"mnistfc: {len(instances)} instances, tools {' '.join(tools)}, jobs {args.jobs}, budget "
           + (f"min(csv, {args.timeout:g}) s" if args.timeout else "the csv's") + f", Marabou mode {args.marabou_mode}",
           flush=True)
     print(f"{'#':>3} {'network':<22} {'property':<20} {'consensus':<9} {'a-b-CROWN':<12} "
           + " ".join(f"{t:<18}" for t in tools), flush=True)
+    reused: dict[tuple, dict] = {}
+    if args.reuse:
+        if not args.reuse_from or not args.reuse_from.is_file():
+            print("--reuse needs --reuse-from FILE (a verification_peers.json)")
+            return 2
+        settings["reused"] = f"{' '.join(args.reuse)} from {args.reuse_from.name} ({time.ctime(args.reuse_from.stat().st_mtime)})"
+        for row in json.loads(args.reuse_from.read_text())["instances"]:
+            if all(t in row for t in args.reuse):
+                reused[(row["onnx"], row["vnnlib"], row["budget"])] = row
     rows: list[dict] = []
     done: dict[tuple, dict] = {}
     previous = args.out / "verification_peers.json"
@@ -479,12 +494,17 @@ def main() -> int:
             folder = Path(tmp) / str(number)
             folder.mkdir()
             results: dict[str, dict] = {}
+            earlier = reused.get((onnx_name, vnnlib_name, budget))
+            if args.reuse and earlier is None:
+                print(f"{number:>3} {onnx_name:<22} {vnnlib_name:<20} skipped: not in {args.reuse_from}", flush=True)
+                continue
+            running = [t for t in tools if t not in args.reuse]
             load_before = os.getloadavg()[0]
             if args.jobs == 2:
-                runs = [Run(t, onnx, vnnlib, budget, args, folder) for t in tools]
+                runs = [Run(t, onnx, vnnlib, budget, args, folder) for t in running]
                 results = {run.tool: run.wait() for run in runs}
             else:
-                for t in tools:
+                for t in running:
                     results[t] = Run(t, onnx, vnnlib, budget, args, folder).wait()
             key = (onnx_name, vnnlib_name)
             row = {"onnx": onnx_name, "vnnlib": vnnlib_name, "budget": budget,
@@ -493,6 +513,9 @@ def main() -> int:
                    "abcrown_2021": abcrown.get(key, {"result": "none", "seconds": None}),
                    "marabou_2021": marabou21.get(key, {"result": "none", "seconds": None})}
             for t in tools:
+                if t in args.reuse:
+                    row[t] = earlier[t]
+                    continue
                 res = results[t]
                 cex = res.pop("counterexample", None)
                 if res["status"] == "sat":

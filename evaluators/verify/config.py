@@ -22,6 +22,7 @@
       milp_unit_time: 0.5
       restricted_domain: true
       asymmetric: true
+      complete: bab                    # bab (branch and bound on ReLU splits) | milp: the last, complete step
       distortion: none                 # none | linf | l1: also the minimum adversarial distortion
       distortion_method: milp          # milp (one MILP) | bisect (linf: verification at shrinking radii)
       max_eps: null                    # its search radius (default eps)
@@ -57,6 +58,7 @@ class VerificationConfig(BaseModel):
     milp_unit_time: float = Field(0.5, gt=0)
     restricted_domain: bool = True
     asymmetric: bool = True
+    complete: Literal["bab", "milp"] = "bab"
     distortion: Literal["none", "linf", "l1"] = "none"
     #: milp: one MILP minimising the distance; bisect (linf only): complete verification at shrinking radii
     distortion_method: Literal["milp", "bisect"] = "milp"
@@ -97,7 +99,7 @@ class VerificationConfig(BaseModel):
                                attack_steps=self.attack_steps, attack_restarts=self.attack_restarts,
                                symbolic=self.symbolic, tighten=self.tighten, progressive=self.progressive,
                                milp_unit_time=self.milp_unit_time, restricted_domain=self.restricted_domain,
-                               asymmetric=self.asymmetric, threads=1, seed=seed)
+                               asymmetric=self.asymmetric, complete=self.complete, threads=1, seed=seed)
 
 
 class VerifySchema(JobSchema):

@@ -117,7 +117,8 @@ class NetworkModel:
             if isinstance(spec, Affine):
                 lower, upper = self.bounds[k + 1]
                 # units a ReLU after this layer zeroes on the whole box need no column and no row
-                dead = upper <= 0 if k + 1 < len(self.network.layers) and isinstance(
+                # (upper == 0 keeps its column: a domain split inactive has z <= 0 as the column's bound)
+                dead = upper < 0 if k + 1 < len(self.network.layers) and isinstance(
                     self.network.layers[k + 1], ReLU) else np.zeros(upper.size, dtype=bool)
                 self.units.append(self._affine(spec, self.units[k], lower, upper, dead))
             elif isinstance(spec, ReLU):

@@ -29,6 +29,7 @@ import torch
 
 from threedb.robustness.attacks import PGD
 from threedb.robustness.attacks.base import Task
+from threedb.robustness.verification.bab import BabOptions, branch_and_bound, supports
 from threedb.robustness.verification.bounds import (Bounds, interval_bounds, layer_interval, output_lower_bounds,
                                                     symbolic_bounds, unstable_counts)
 from threedb.robustness.verification.milp import NetworkModel
@@ -49,12 +50,14 @@ class VerifierOptions:
     attack_restarts: int = 3
     symbolic: bool = True             #: backward linear bounds on top of intervals
     tighten: Literal["none", "lp", "milp"] = "lp"
+    complete: Literal["bab", "milp"] = "bab"   #: the last step: branch and bound (ReLU chains; else MILP) or MILP
     progressive: bool = True          #: stop tightening a unit once its sign is decided (False: LP on every unit)
     milp_unit_time: float = 0.5       #: seconds per unit bound with ``tighten="milp"``
     restricted_domain: bool = True    #: bounds on the box itself (False: on ``domain``, e.g. all of [0, 1])
     asymmetric: bool = True           #: big-M constants from (l, u) (False: symmetric M = max(-l, u))
     threads: int = 1
     seed: int = 0
+    bab: BabOptions = field(default_factory=BabOptions)
 
     def describe(self) -> dict:
         return asdict(self)
@@ -304,16 +307,61 @@ def _verify_box(network: Network, spec: Specification, options: VerifierOptions,
     if not remaining:
         stats.setdefault("decided_by", "bounds")
         return None
-    stats["decided_by"] = "milp"
     milp_start = time.perf_counter()
     try:
+        use_bab = options.complete == "bab" and supports(network)
+        stats["decided_by"] = "bab" if use_bab else "milp"
         for _, c, d in sorted(remaining, key=lambda item: item[0]):
-            outcome = _solve_disjunct(network, spec, bounds, c, d, options, check, deadline)
+            if use_bab:
+                outcome = _bab_disjunct(network, spec, bounds, c, d, options, check, deadline, stats)
+            else:
+                outcome = _solve_disjunct(network, spec, bounds, c, d, options, check, deadline)
             if outcome is not None:
                 return outcome
     finally:
         stats["milp_seconds"] = round(stats.get("milp_seconds", 0.0) + time.perf_counter() - milp_start, 4)
     return None
+
+
+def _bab_disjunct(network: Network, spec: Specification, bounds: Bounds, c: np.ndarray, d: np.ndarray,
+                  options: VerifierOptions, check: Checker, deadline: Deadline, stats: dict
+                  ) -> Optional[VerificationResult]:
+    """Branch and bound (:mod:`.bab`) for one conjunction ``C y <= d``; the MILP decides the leaves whose
+    ReLUs are all stable (an LP), and the whole disjunct if the search runs out of memory."""
+    forward = network.to_torch(torch.float64).eval()
+
+    def find(xs: np.ndarray) -> Optional[int]:
+        with torch.no_grad():
+            ys = forward(torch.from_numpy(np.ascontiguousarray(xs))).numpy()
+        meets = np.flatnonzero(((ys @ np.atleast_2d(c).T - d) <= 0).all(1))
+        for i in meets[:8]:   # a float64 hit the original model does not confirm is a tie: a few suffice
+            if _confirmed(spec, check, xs[i]) is not None:
+                return int(i)
+        return None
+
+    def exact(leaf: Bounds) -> tuple[str, Optional[np.ndarray]]:
+        outcome = _solve_disjunct(network, spec, leaf, c, d, options, check, deadline)
+        if outcome is None:
+            return "unsat", None
+        return ("sat", outcome.counterexample) if outcome.status == "sat" else ("unknown", None)
+
+    result = branch_and_bound(network, bounds, c, d, end=deadline.end, find=find, exact=exact,
+                              options=options.bab)
+    totals = stats.setdefault("bab", {})
+    for key, value in result.stats.items():
+        totals[key] = max(totals.get(key, value), value) if key in ("max_open", "root_bound") \
+            else round(totals.get(key, 0) + value, 4)
+    if result.status == "unsat":
+        return None
+    if result.status == "sat":
+        x = result.counterexample
+        return _sat(x, _confirmed(spec, check, x), "bab")
+    if result.status == "timeout":
+        raise _Expired
+    if result.status == "memory":
+        stats["decided_by"] = "milp"
+        return _solve_disjunct(network, spec, bounds, c, d, options, check, deadline)
+    return VerificationResult("unknown", 0.0, method="bab", message="an all-stable leaf's LP did not decide")
 
 
 def _solve_disjunct(network: Network, spec: Specification, bounds: Bounds, c: np.ndarray, d: np.ndarray,
