@@ -43,7 +43,8 @@ def relu_inputs(network, points: np.ndarray) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_every_domain_bound_holds_on_the_domain_for_any_alpha_and_beta(seed: int) -> None:
+@pytest.mark.parametrize("refine", [False, True])
+def test_every_domain_bound_holds_on_the_domain_for_any_alpha_and_beta(seed: int, refine: bool) -> None:
     rng = np.random.default_rng(seed)
     network = from_torch(mlp(seed), (6,))
     x = rng.uniform(0.2, 0.8, 6)
@@ -67,7 +68,14 @@ def test_every_domain_bound_holds_on_the_domain_for_any_alpha_and_beta(seed: int
         split.append(torch.tensor(signs, dtype=torch.int8))
     alpha = [torch.tensor(rng.uniform(0, 1, (n_domains, 1, s.shape[1]))) for s in split]
     beta = [torch.tensor(rng.exponential(0.5, (n_domains, 1, s.shape[1]))) for s in split]
-    domains = _Domains(split, alpha, beta, torch.zeros(n_domains, dtype=torch.float64))
+    lower_cut, upper_cut = problem.cut(split, [lo.expand(n_domains, -1) for lo in problem.root_lower],
+                                       [hi.expand(n_domains, -1) for hi in problem.root_upper])
+    domains = _Domains(split, [lo.clone() for lo in lower_cut], [hi.clone() for hi in upper_cut], alpha, beta,
+                       torch.zeros(n_domains, dtype=torch.float64))
+    if refine:
+        problem.refine(domains, 0, chunk=7)
+        assert sum(int((hi - lo).sum() < (h - l).sum()) for lo, hi, l, h in
+                   zip(domains.lower, domains.upper, lower_cut, upper_cut)) > 0   # something got tighter
     value, x_star, _ = problem.lower_bound(domains, alpha, beta)
     checked = 0
     for i in range(n_domains):
@@ -76,6 +84,9 @@ def test_every_domain_bound_holds_on_the_domain_for_any_alpha_and_beta(seed: int
             s = split[r][i].numpy()
             inside &= ((s == 0) | (s * pre[r] >= 0)).all(1)
         assert inside[owners[i]]
+        for r in range(len(split)):   # the domain's (refined) bounds hold on its points
+            assert (pre[r][inside] >= domains.lower[r][i].numpy() - 1e-9).all()
+            assert (pre[r][inside] <= domains.upper[r][i].numpy() + 1e-9).all()
         checked += int(inside.sum())
         assert (points_value[inside] >= float(value[i, 0]) - 1e-9).all(), f"domain {i}: a point beats its bound"
         assert ((x_star[i, 0].numpy() >= lower - 1e-12) & (x_star[i, 0].numpy() <= upper + 1e-12)).all()
@@ -92,7 +103,8 @@ def test_optimising_alpha_and_beta_never_loosens_the_bound() -> None:
     zeros = [torch.zeros((1,) + lo.shape, dtype=torch.int8) for lo in problem.root_lower]
     alpha = [(hi >= -lo).to(torch.float64).reshape(1, 1, -1) for lo, hi in zip(problem.root_lower, problem.root_upper)]
     beta = [torch.zeros_like(a) for a in alpha]
-    root = _Domains(zeros, alpha, beta, torch.full((1,), -torch.inf, dtype=torch.float64))
+    lower, upper = [lo.unsqueeze(0) for lo in problem.root_lower], [hi.unsqueeze(0) for hi in problem.root_upper]
+    root = _Domains(zeros, lower, upper, alpha, beta, torch.full((1,), -torch.inf, dtype=torch.float64))
     start, _, _ = problem.lower_bound(root, alpha, beta)
     better, _, _ = problem.optimise(root, 30, BabOptions(), _Deadline(time.perf_counter() + 30), use_beta=False)
     assert float(better.bound[0]) >= float(start[0, 0])

@@ -100,7 +100,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
-        "Complete verification (bounds + MILP; sat answers confirmed on the original model). Three modes:\n"
+        "Complete verification (bounds, branch and bound, MILP; sat answers confirmed on the original model).\n"
+        "Three modes:\n"
         "  threedb verify NET.onnx SPEC.vnnlib [--timeout S] [--out RESULT_FILE]\n"
         "      one VNN-COMP instance: prints sat/unsat/timeout/unknown/error, writes the result file\n"
         "  threedb verify --instances instances.csv [--out DIR] [--timeout S] [--resume]\n"

@@ -49,6 +49,7 @@ class BabOptions:
     steps: int = 15                  #: alpha/beta steps per batch of children
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
+    refine: bool = True              #: recompute later layers' bounds on each new domain
     memory_gb: float = 2.0           #: open domains' alpha/beta kept before giving up ("memory")
 
 
@@ -78,9 +79,12 @@ class _Deadline:
 
 @dataclass
 class _Domains:
-    """A batch of domains: per ReLU layer the split signs (``int8``), ``alpha`` and ``beta`` (``D x m x n``)."""
+    """A batch of domains: per ReLU layer the split signs (``int8``, ``D x n``), the input bounds on the
+    domain (``D x n``), and ``alpha``, ``beta`` (``D x m x n``)."""
 
     split: list[torch.Tensor]
+    lower: list[torch.Tensor]
+    upper: list[torch.Tensor]
     alpha: list[torch.Tensor]
     beta: list[torch.Tensor]
     bound: torch.Tensor          #: best lower bound over the rows' max (``D``)
@@ -88,17 +92,22 @@ class _Domains:
     def __len__(self) -> int:
         return int(self.bound.shape[0])
 
+    def _fields(self) -> list[list[torch.Tensor]]:
+        return [self.split, self.lower, self.upper, self.alpha, self.beta]
+
     def take(self, index: torch.Tensor) -> "_Domains":
-        return _Domains([s[index] for s in self.split], [a[index] for a in self.alpha],
-                        [b[index] for b in self.beta], self.bound[index])
+        return _Domains(*[[t[index] for t in f] for f in self._fields()], self.bound[index])
 
     @staticmethod
     def cat(parts: list["_Domains"]) -> "_Domains":
         parts = [p for p in parts if len(p)]
-        return _Domains([torch.cat(s) for s in zip(*[p.split for p in parts])],
-                        [torch.cat(a) for a in zip(*[p.alpha for p in parts])],
-                        [torch.cat(b) for b in zip(*[p.beta for p in parts])],
-                        torch.cat([p.bound for p in parts]))
+        fields = [[torch.cat(ts) for ts in zip(*f)] for f in zip(*[p._fields() for p in parts])]
+        return _Domains(*fields, torch.cat([p.bound for p in parts]))
+
+
+def _margin(scale: torch.Tensor) -> torch.Tensor:
+    """Outward rounding, as for every other bound (:func:`.bounds.backward_bound`), on the terms' sizes."""
+    return ABS_MARGIN + REL_MARGIN * 64 * 4 * scale
 
 
 class _Problem:
@@ -119,24 +128,20 @@ class _Problem:
         self.c = torch.from_numpy(np.atleast_2d(np.asarray(c, dtype=np.float64)))
         self.d = torch.from_numpy(np.asarray(d, dtype=np.float64).reshape(-1))
 
-    def domain_bounds(self, split: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Each ReLU layer's input bounds in each domain: the root's, cut at zero by the splits."""
-        lower = [torch.where(s > 0, lo.clamp(min=0.0), lo) for s, lo in zip(split, self.root_lower)]
-        upper = [torch.where(s < 0, hi.clamp(max=0.0), hi) for s, hi in zip(split, self.root_upper)]
-        return lower, upper
+    def backward(self, coef: torch.Tensor, const: torch.Tensor, upto: int, lower: list[torch.Tensor],
+                 upper: list[torch.Tensor], alpha: Optional[list[torch.Tensor]] = None,
+                 beta: Optional[list[torch.Tensor]] = None, split: Optional[list[torch.Tensor]] = None,
+                 scores: Optional[list[torch.Tensor]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sound lower bounds (``D x m``) of ``coef @ v + const`` over each domain, ``v`` the values entering
+        layer ``upto`` (``coef``: ``D x m x n``), and the box corners minimising the linear bounds.
 
-    def lower_bound(self, domains: _Domains, alpha: list[torch.Tensor], beta: list[torch.Tensor]
-                    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """Per domain and row a sound lower bound of ``c_r.y - d_r`` (``D x m``), the inputs minimising the
-        linear bounds (``D x m x n_in``), and per ReLU layer the BaBSR branching score (``D x n``)."""
-        lower, upper = self.domain_bounds(domains.split)
-        n_domains, m = len(domains), self.c.shape[0]
-        coef = self.c.expand(n_domains, m, -1)
-        const = -self.d.expand(n_domains, m)
-        scale = self.d.abs().expand(n_domains, m)
-        scores: list[torch.Tensor] = [torch.empty(0)] * len(self.relus)
-        r = len(self.relus)
-        for k in range(len(self.layers) - 1, -1, -1):
+        ReLU layer ``r`` below ``upto`` is relaxed on ``[lower[r], upper[r]]`` (``D x n``) with lower slope
+        ``alpha[r]`` (default CROWN's adaptive one); with ``beta``, each split constraint ``split * z >= 0``
+        is added with its multiplier. ``scores``, when given, receives per ReLU layer the BaBSR score."""
+        n_domains, m = coef.shape[0], coef.shape[1]
+        scale = const.detach().abs()
+        r = sum(k < upto for k in self.relus)   # the ReLU layers below upto
+        for k in range(upto - 1, -1, -1):
             if k in self.weights:
                 weight, bias = self.weights[k]
                 const = const + coef @ bias
@@ -150,21 +155,63 @@ class _Problem:
             width = torch.where(unstable, hi - lo, torch.ones_like(hi))
             up_slope = torch.where(unstable, hi / width, active.to(hi.dtype))
             up_offset = torch.where(unstable, -lo * hi / width, torch.zeros_like(hi))
-            low_slope = torch.where(unstable, alpha[r].clamp(0.0, 1.0), active.to(hi.dtype))
+            slope = alpha[r].clamp(0.0, 1.0) if alpha is not None else (hi >= -lo).to(hi.dtype)
+            low_slope = torch.where(unstable, slope, active.to(hi.dtype))
             positive, negative = coef.clamp(min=0.0), coef.clamp(max=0.0)
             intercept = negative * up_offset                       # <= 0: what the upper line costs
-            scores[r] = -intercept.detach().sum(1)
+            if scores is not None:
+                scores[r] = -intercept.detach().sum(1)
             const = const + intercept.sum(-1)
             scale = scale + intercept.detach().abs().sum(-1)
             coef = positive * low_slope + negative * up_slope
-            coef = coef - beta[r].clamp(min=0.0) * domains.split[r].unsqueeze(1).to(coef.dtype)
+            if beta is not None:
+                coef = coef - beta[r].clamp(min=0.0) * split[r].unsqueeze(1).to(coef.dtype)
         positive, negative = coef.clamp(min=0.0), coef.clamp(max=0.0)
         value = positive @ self.x_lower + negative @ self.x_upper + const
         scale = scale + coef.detach().abs() @ self.x_scale
-        # outward rounding: the margin of every other bound (:func:`.bounds.backward_bound`), on the terms' sizes
-        value = value - (ABS_MARGIN + REL_MARGIN * 64 * 4 * scale)
         x_star = torch.where(coef.detach() > 0, self.x_lower, self.x_upper)
+        return value - _margin(scale), x_star
+
+    def lower_bound(self, domains: _Domains, alpha: list[torch.Tensor], beta: list[torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Per domain and row a sound lower bound of ``c_r.y - d_r`` (``D x m``), the inputs minimising the
+        linear bounds (``D x m x n_in``), and per ReLU layer the BaBSR branching score (``D x n``)."""
+        n_domains, m = len(domains), self.c.shape[0]
+        scores: list[torch.Tensor] = [torch.empty(0)] * len(self.relus)
+        value, x_star = self.backward(self.c.expand(n_domains, m, -1), -self.d.expand(n_domains, m),
+                                      len(self.layers), domains.lower, domains.upper, alpha, beta,
+                                      domains.split, scores)
         return value, x_star, scores
+
+    def cut(self, split: list[torch.Tensor], lower: list[torch.Tensor], upper: list[torch.Tensor]
+            ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Bounds cut at zero by the splits (an active unit's input is >= 0 on the domain, an inactive one's <= 0)."""
+        return ([torch.where(s > 0, lo.clamp(min=0.0), lo) for s, lo in zip(split, lower)],
+                [torch.where(s < 0, hi.clamp(max=0.0), hi) for s, hi in zip(split, upper)])
+
+    def refine(self, domains: _Domains, first: int, chunk: int = 64) -> None:
+        """Recompute the input bounds of ReLU layers after ``first`` on each domain (a backward pass through
+        the domain's own relaxations below; CROWN slopes, no ``beta``), intersected with the ones it has.
+        Splits below a layer make its relaxations exact, so its units' bounds shrink and many become stable."""
+        with torch.no_grad():
+            for r in range(first + 1, len(self.relus)):
+                k = self.relus[r]
+                rows = torch.nonzero((self.root_lower[r] < 0) & (self.root_upper[r] > 0)).flatten()
+                if not rows.numel():
+                    continue
+                weight, bias = self.weights[k - 1]
+                both = torch.cat([weight[rows], -weight[rows]])         # lower bounds of z and of -z
+                offset = torch.cat([bias[rows], -bias[rows]])
+                for start in range(0, len(domains), chunk):
+                    part = slice(start, start + chunk)
+                    n = len(domains.bound[part])
+                    value, _ = self.backward(both.expand(n, -1, -1), offset.expand(n, -1), k - 1,
+                                             [lo[part] for lo in domains.lower], [hi[part] for hi in domains.upper])
+                    lo, hi = value[:, :rows.numel()], -value[:, rows.numel():]
+                    domains.lower[r][part, rows] = torch.maximum(domains.lower[r][part, rows], lo)
+                    domains.upper[r][part, rows] = torch.minimum(domains.upper[r][part, rows], hi)
+                cut_lower, cut_upper = self.cut([domains.split[r]], [domains.lower[r]], [domains.upper[r]])
+                domains.lower[r], domains.upper[r] = cut_lower[0], cut_upper[0]
 
     def optimise(self, domains: _Domains, steps: int, options: BabOptions, deadline: _Deadline,
                  use_beta: bool) -> tuple[_Domains, torch.Tensor, list[torch.Tensor]]:
@@ -197,7 +244,7 @@ class _Problem:
                     a.clamp_(0.0, 1.0)
                 for b in beta:
                     b.clamp_(min=0.0)
-        out = _Domains(domains.split, best_alpha, best_beta, best.amax(1))
+        out = _Domains(domains.split, domains.lower, domains.upper, best_alpha, best_beta, best.amax(1))
         return out, x_star, scores
 
 
@@ -220,15 +267,17 @@ def branch_and_bound(network: Network, bounds: Bounds, c: np.ndarray, d: np.ndar
     deadline = _Deadline(end)
     problem = _Problem(network, bounds, c, d)
     m = problem.c.shape[0]
-    # per domain: alpha and beta (float64, one copy per row) and the int8 signs of every ReLU unit
-    per_domain = sum(lo.numel() for lo in problem.root_lower) * (16 * m + 1)
+    # per domain: alpha and beta (float64, one copy per row), its bounds (float64) and the int8 signs
+    per_domain = sum(lo.numel() for lo in problem.root_lower) * (16 * m + 17)
     max_domains = max(int(options.memory_gb * 1024 ** 3 / max(per_domain, 1)), 2 * options.batch)
     stats = {"domains": 0, "rounds": 0, "exact_leaves": 0, "max_open": 0}
     begin = time.perf_counter()
     split = [torch.zeros((1,) + lo.shape, dtype=torch.int8) for lo in problem.root_lower]
     alpha = [_initial_alpha(lo, hi, m).unsqueeze(0) for lo, hi in zip(problem.root_lower, problem.root_upper)]
     beta = [torch.zeros_like(a) for a in alpha]
-    root = _Domains(split, alpha, beta, torch.full((1,), -torch.inf, dtype=torch.float64))
+    lower = [lo.unsqueeze(0).clone() for lo in problem.root_lower]
+    upper = [hi.unsqueeze(0).clone() for hi in problem.root_upper]
+    root = _Domains(split, lower, upper, alpha, beta, torch.full((1,), -torch.inf, dtype=torch.float64))
     root, x_star, scores = problem.optimise(root, options.root_steps, options, deadline, use_beta=False)
     stats["root_bound"] = float(root.bound[0])
     open_domains, open_scores = root, [s for s in scores]
@@ -259,7 +308,7 @@ def branch_and_bound(network: Network, bounds: Bounds, c: np.ndarray, d: np.ndar
         rest_domains = open_domains.take(rest)
         rest_scores = [s[rest] for s in open_scores]
         # the unit to split: the largest score among free unstable units, over all layers
-        lower, upper = problem.domain_bounds(parents.split)
+        lower, upper = parents.lower, parents.upper
         flat_scores, offsets = [], [0]
         for s, lo, hi, sp in zip(parent_scores, lower, upper, parents.split):
             free = (sp == 0) & (lo < 0) & (hi > 0)
@@ -272,7 +321,7 @@ def branch_and_bound(network: Network, bounds: Bounds, c: np.ndarray, d: np.ndar
         if bool(leaves.any()):
             for i in torch.nonzero(leaves).flatten().tolist():
                 stats["exact_leaves"] += 1
-                status, x = exact(_leaf_bounds(problem, [s[i] for s in parents.split]))
+                status, x = exact(_leaf_bounds(problem, parents, i))
                 if status == "sat":
                     return finish("sat", x)
                 if status != "unsat":
@@ -281,7 +330,10 @@ def branch_and_bound(network: Network, bounds: Bounds, c: np.ndarray, d: np.ndar
             parents, best_unit = parents.take(keep), best_unit[keep]
         n = len(parents)
         if n:
-            children = _split(parents, best_unit, offsets)
+            children = _split(problem, parents, best_unit, offsets)
+            if options.refine:
+                layer = int(np.searchsorted(offsets, int(best_unit.min()), side="right")) - 1
+                problem.refine(children, layer)
             children, x_star, scores = problem.optimise(children, options.steps, options, deadline, use_beta=True)
             stats["domains"] += len(children)
             found = candidates(x_star)
@@ -300,7 +352,7 @@ def branch_and_bound(network: Network, bounds: Bounds, c: np.ndarray, d: np.ndar
     return finish("unsat")
 
 
-def _split(parents: _Domains, unit: torch.Tensor, offsets: list[int]) -> _Domains:
+def _split(problem: _Problem, parents: _Domains, unit: torch.Tensor, offsets: list[int]) -> _Domains:
     """Two children per parent: the chosen unit (a flat index over all ReLU layers) active, then inactive."""
     n = len(parents)
     rows = torch.arange(n)
@@ -311,18 +363,18 @@ def _split(parents: _Domains, unit: torch.Tensor, offsets: list[int]) -> _Domain
         sel = rows[inside]
         split[r][sel, local] = 1
         split[r][sel + n, local] = -1
+    lower, upper = problem.cut(split, [lo.repeat(2, 1) for lo in parents.lower],
+                               [hi.repeat(2, 1) for hi in parents.upper])
     alpha = [a.repeat(2, 1, 1) for a in parents.alpha]
     beta = [b.repeat(2, 1, 1) for b in parents.beta]
-    return _Domains(split, alpha, beta, parents.bound.repeat(2))
+    return _Domains(split, lower, upper, alpha, beta, parents.bound.repeat(2))
 
 
-def _leaf_bounds(problem: _Problem, split: list[torch.Tensor]) -> Bounds:
-    """The root bounds with one domain's splits applied (every ReLU input now of one sign)."""
+def _leaf_bounds(problem: _Problem, domains: _Domains, i: int) -> Bounds:
+    """The root bounds with domain ``i``'s ReLU input bounds (every unit now of one sign)."""
     out = [(lo.copy(), hi.copy()) for lo, hi in problem.root_bounds]
     for r, k in enumerate(problem.relus):
-        s = split[r].numpy()
-        lo, hi = out[k]
-        out[k] = (np.where(s > 0, np.maximum(lo, 0.0), lo), np.where(s < 0, np.minimum(hi, 0.0), hi))
+        out[k] = (domains.lower[r][i].numpy().copy(), domains.upper[r][i].numpy().copy())
     return out
 
 

@@ -9,7 +9,10 @@ For each box of a specification (see :mod:`.spec`), cheapest step first:
 3. progressive tightening, layer by layer: each ReLU input the bounds leave unstable gets an LP
    bound (upper first; stop as soon as the sign is decided), then, with ``tighten="milp"``, a
    time-limited MILP bound; tighter bounds mean fewer binaries and smaller big-M constants;
-4. one MILP per remaining disjunct (HiGHS), stopping at its first feasible point.
+4. on chains of affine layers and ReLUs, branch and bound on ReLU splits (:mod:`.bab`) per remaining
+   disjunct, in ``bab_share`` of the time left; its box-corner candidates find most counterexamples at
+   once, and it proves the easier disjuncts;
+5. one MILP per disjunct still open (HiGHS), stopping at its first feasible point.
 
 ``sat`` is reported only with a counterexample in the box whose outputs, computed by ``check``
 (e.g. onnxruntime on the original file; default: this network in ``float64``), meet the disjunct;
@@ -51,6 +54,7 @@ class VerifierOptions:
     symbolic: bool = True             #: backward linear bounds on top of intervals
     tighten: Literal["none", "lp", "milp"] = "lp"
     complete: Literal["bab", "milp"] = "bab"   #: the last step: branch and bound (ReLU chains; else MILP) or MILP
+    bab_share: float = 0.4           #: with ``bab``: its share of the time left; the MILP gets the rest (1: no MILP)
     progressive: bool = True          #: stop tightening a unit once its sign is decided (False: LP on every unit)
     milp_unit_time: float = 0.5       #: seconds per unit bound with ``tighten="milp"``
     restricted_domain: bool = True    #: bounds on the box itself (False: on ``domain``, e.g. all of [0, 1])
@@ -308,14 +312,16 @@ def _verify_box(network: Network, spec: Specification, options: VerifierOptions,
         stats.setdefault("decided_by", "bounds")
         return None
     milp_start = time.perf_counter()
+    ordered = [(c, d) for _, c, d in sorted(remaining, key=lambda item: item[0])]
     try:
-        use_bab = options.complete == "bab" and supports(network)
-        stats["decided_by"] = "bab" if use_bab else "milp"
-        for _, c, d in sorted(remaining, key=lambda item: item[0]):
-            if use_bab:
-                outcome = _bab_disjunct(network, spec, bounds, c, d, options, check, deadline, stats)
-            else:
-                outcome = _solve_disjunct(network, spec, bounds, c, d, options, check, deadline)
+        if options.complete == "bab" and supports(network):
+            ordered = _bab_phase(network, spec, bounds, ordered, options, check, deadline, stats)
+            if isinstance(ordered, VerificationResult):
+                return ordered
+        if ordered:
+            stats["decided_by"] = "milp"
+        for c, d in ordered:
+            outcome = _solve_disjunct(network, spec, bounds, c, d, options, check, deadline)
             if outcome is not None:
                 return outcome
     finally:
@@ -323,11 +329,34 @@ def _verify_box(network: Network, spec: Specification, options: VerifierOptions,
     return None
 
 
+def _bab_phase(network: Network, spec: Specification, bounds: Bounds, disjuncts: list, options: VerifierOptions,
+               check: Checker, deadline: Deadline, stats: dict) -> list | VerificationResult:
+    """Branch and bound on each disjunct, in ``options.bab_share`` of the time left (shared equally among the
+    disjuncts still open); returns the sat or unknown result, or the disjuncts it did not decide (for the MILP)."""
+    stats["decided_by"] = "bab"
+    phase_end = time.perf_counter() + options.bab_share * deadline.left()
+    undecided = []
+    for i, (c, d) in enumerate(disjuncts):
+        now = time.perf_counter()
+        end = now + (phase_end - now) / (len(disjuncts) - i)
+        outcome = _bab_disjunct(network, spec, bounds, c, d, options, check, deadline, stats, end)
+        if outcome is None:
+            continue
+        if outcome.status == "timeout":
+            undecided.append((c, d))
+        else:
+            return outcome
+    if undecided and options.bab_share >= 1:
+        raise _Expired
+    return undecided
+
+
 def _bab_disjunct(network: Network, spec: Specification, bounds: Bounds, c: np.ndarray, d: np.ndarray,
-                  options: VerifierOptions, check: Checker, deadline: Deadline, stats: dict
+                  options: VerifierOptions, check: Checker, deadline: Deadline, stats: dict, end: float
                   ) -> Optional[VerificationResult]:
-    """Branch and bound (:mod:`.bab`) for one conjunction ``C y <= d``; the MILP decides the leaves whose
-    ReLUs are all stable (an LP), and the whole disjunct if the search runs out of memory."""
+    """Branch and bound (:mod:`.bab`) for one conjunction ``C y <= d`` until ``end``: ``None`` when proved,
+    a sat or unknown result, or a ``timeout`` one when undecided (out of time or of memory). The MILP
+    decides the leaves whose ReLUs are all stable (an LP)."""
     forward = network.to_torch(torch.float64).eval()
 
     def find(xs: np.ndarray) -> Optional[int]:
@@ -345,7 +374,7 @@ def _bab_disjunct(network: Network, spec: Specification, bounds: Bounds, c: np.n
             return "unsat", None
         return ("sat", outcome.counterexample) if outcome.status == "sat" else ("unknown", None)
 
-    result = branch_and_bound(network, bounds, c, d, end=deadline.end, find=find, exact=exact,
+    result = branch_and_bound(network, bounds, c, d, end=min(end, deadline.end), find=find, exact=exact,
                               options=options.bab)
     totals = stats.setdefault("bab", {})
     for key, value in result.stats.items():
@@ -356,11 +385,8 @@ def _bab_disjunct(network: Network, spec: Specification, bounds: Bounds, c: np.n
     if result.status == "sat":
         x = result.counterexample
         return _sat(x, _confirmed(spec, check, x), "bab")
-    if result.status == "timeout":
-        raise _Expired
-    if result.status == "memory":
-        stats["decided_by"] = "milp"
-        return _solve_disjunct(network, spec, bounds, c, d, options, check, deadline)
+    if result.status in ("timeout", "memory"):
+        return VerificationResult("timeout", 0.0, method="bab", message=f"branch and bound: {result.status}")
     return VerificationResult("unknown", 0.0, method="bab", message="an all-stable leaf's LP did not decide")
 
 
