@@ -9,6 +9,7 @@ Layout of ``RUN_DIR`` (see ``docs/results.md``)::
     config.resolved.yaml   the resolved configuration
     manifest.json          versions, seed, machine, start time, command line (and resumes)
     summary.json           written at the end of each (resumed) run: counts and the accuracy summary
+    .lock                  held (flock) by the run writing the directory; names it (pid, host, command)
 
 Durability: a line is appended with one ``write`` then ``fsync``; images are written under a temporary
 name and ``os.replace``d into place before their line is appended, so a killed process loses at most
@@ -43,6 +44,7 @@ IMAGES = "images"
 CONFIG = "config.resolved.yaml"
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
+LOCK = ".lock"
 
 #: Keys every row carries between the evaluator outputs and our extra keys, in this order (threedboard's).
 JOB_KEYS = ("id", "environment", "model", "render_args", "output_type")
@@ -138,6 +140,16 @@ def write_summary(run_dir: str | Path, result: dict[str, Any]) -> Path:
     return path
 
 
+def _lock_holder(fd: int) -> str:
+    """Who holds a run directory's lock, from what it wrote into the lock file."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return (f"pid {int(info['pid'])} on {str(info['host'])[:64]}, started {str(info['started'])[:32]}: "
+                f"{str(info['command'])[:200]}")
+    except (ValueError, KeyError, TypeError, OSError):
+        return "a process that has not written its name yet"
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -196,7 +208,18 @@ class RunStore:
         self._lock = threading.Lock()
         self._fd: int | None = None
 
-        if not _resume and self.details_path.exists() and self.details_path.stat().st_size:
+        self._lock_fd: int | None = None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._take_directory_lock(command)
+        try:
+            self._prepare(_resume, config, seed, command)
+        except BaseException:
+            self._release_directory_lock()   # a refused or broken directory stays free for the next try
+            raise
+
+    def _prepare(self, resume: bool, config: Mapping[str, Any] | None, seed: int | None,
+                 command: Sequence[str] | None) -> None:
+        if not resume and self.details_path.exists() and self.details_path.stat().st_size:
             raise ResultsError(f"{self.details_path}: already holds results; continue that run with "
                               "`threedb run CONFIG --out DIR --resume` (RunStore.open from Python), or choose "
                               "another --out")
@@ -205,7 +228,7 @@ class RunStore:
         if config is not None:
             self._write_config(config)
         manifest_path = self.run_dir / MANIFEST
-        if _resume and manifest_path.exists():
+        if resume and manifest_path.exists():
             data = json.loads(manifest_path.read_text())
             data.setdefault("resumes", []).append(
                 {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -213,7 +236,7 @@ class RunStore:
             _atomic_write_text(manifest_path, json.dumps(data, indent=2) + "\n")
         else:
             _atomic_write_text(manifest_path, json.dumps(manifest(seed, command), indent=2) + "\n")
-        if _resume:
+        if resume:
             self._load()
         created = not self.details_path.exists()
         self._fd = os.open(self.details_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -221,6 +244,32 @@ class RunStore:
             _fsync_dir(self.run_dir)
 
     # -- construction -------------------------------------------------------------------------
+    def _take_directory_lock(self, command: Sequence[str] | None) -> None:
+        """One writer per run directory: an exclusive ``flock`` on ``RUN_DIR/.lock``, held while the store
+        is open. The OS drops it when the process dies, so a crashed run never leaves a stale lock."""
+        import fcntl
+
+        path = self.run_dir / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise ResultsError(f"{self.run_dir}: in use by another run ({holder}); wait for it to finish or "
+                               "choose another --out") from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "command": " ".join(sys.argv if command is None else command)}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        self._lock_fd = fd
+
+    def _release_directory_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)   # closing the descriptor releases the flock
+            self._lock_fd = None
+
     @classmethod
     def open(cls, run_dir: str | Path, **kwargs: Any) -> "RunStore":
         """Resume ``run_dir`` (or start it if it has no results yet), with the constructor's arguments.
@@ -430,11 +479,12 @@ class RunStore:
         os.replace(tmp, target)
 
     def close(self) -> None:
-        """Close ``details.log`` (idempotent)."""
+        """Close ``details.log`` and release the run directory (idempotent)."""
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+            self._release_directory_lock()
 
     def __enter__(self) -> "RunStore":
         return self
