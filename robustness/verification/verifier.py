@@ -54,7 +54,7 @@ class VerifierOptions:
     symbolic: bool = True             #: backward linear bounds on top of intervals
     tighten: Literal["none", "lp", "milp"] = "lp"
     complete: Literal["bab", "milp"] = "bab"   #: the last step: branch and bound (ReLU chains; else MILP) or MILP
-    bab_share: float = 0.4           #: with ``bab``: its share of the time left; the MILP gets the rest (1: no MILP)
+    bab_share: float = 0.9           #: with ``bab``: its share of the time left; the MILP gets the rest (1: no MILP)
     progressive: bool = True          #: stop tightening a unit once its sign is decided (False: LP on every unit)
     milp_unit_time: float = 0.5       #: seconds per unit bound with ``tighten="milp"``
     restricted_domain: bool = True    #: bounds on the box itself (False: on ``domain``, e.g. all of [0, 1])
@@ -331,24 +331,29 @@ def _verify_box(network: Network, spec: Specification, options: VerifierOptions,
 
 def _bab_phase(network: Network, spec: Specification, bounds: Bounds, disjuncts: list, options: VerifierOptions,
                check: Checker, deadline: Deadline, stats: dict) -> list | VerificationResult:
-    """Branch and bound on each disjunct, in ``options.bab_share`` of the time left (shared equally among the
-    disjuncts still open); returns the sat or unknown result, or the disjuncts it did not decide (for the MILP)."""
+    """Branch and bound on each disjunct in ``options.bab_share`` of the time left: a first pass gives each an
+    equal part of half of it (the easy ones end early and pass their time on), a second pass shares the rest
+    among those still open. Returns the sat or unknown result, or the disjuncts left open (for the MILP)."""
     stats["decided_by"] = "bab"
     phase_end = time.perf_counter() + options.bab_share * deadline.left()
-    undecided = []
-    for i, (c, d) in enumerate(disjuncts):
-        now = time.perf_counter()
-        end = now + (phase_end - now) / (len(disjuncts) - i)
-        outcome = _bab_disjunct(network, spec, bounds, c, d, options, check, deadline, stats, end)
-        if outcome is None:
-            continue
-        if outcome.status == "timeout":
+    for half in (0.5, 1.0):
+        pass_end = time.perf_counter() + half * (phase_end - time.perf_counter())
+        undecided = []
+        for i, (c, d) in enumerate(disjuncts):
+            now = time.perf_counter()
+            end = now + (pass_end - now) / (len(disjuncts) - i)
+            outcome = _bab_disjunct(network, spec, bounds, c, d, options, check, deadline, stats, end)
+            if outcome is None:
+                continue
+            if outcome.status != "timeout":
+                return outcome
             undecided.append((c, d))
-        else:
-            return outcome
-    if undecided and options.bab_share >= 1:
+        disjuncts = undecided
+        if not disjuncts:
+            break
+    if disjuncts and options.bab_share >= 1:
         raise _Expired
-    return undecided
+    return disjuncts
 
 
 def _bab_disjunct(network: Network, spec: Specification, bounds: Bounds, c: np.ndarray, d: np.ndarray,
