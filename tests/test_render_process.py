@@ -88,3 +88,42 @@ def test_frames_round_trip_and_reject_malformed_messages():
         decode([b'{"v": 1, "arrays": [{"name": "a", "dtype": "object", "shape": [1]}]}', b"x" * 8])
     with pytest.raises(FrameError):
         decode([b'{"v": 1, "arrays": [{"name": "a", "dtype": "float32", "shape": [4]}]}', b"x" * 3])
+
+
+ORPHAN = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from conftest import SMALL
+from threedb.sim.frames import encode, send_frames
+from threedb.sim.render import process
+
+parent, child = process._SPAWN.Pipe()
+proc = process._SPAWN.Process(target=process._child_main, args=(child, SMALL.model_dump_json(), sys.argv[2],
+                                                                 sys.argv[2] + "/blender.log"))
+proc.start()
+child.close()
+if sys.argv[3] == "job":   # a job in flight: the child's answer finds no one
+    assert parent.poll(120)
+    parent.recv_bytes()
+    send_frames(parent, encode({"type": "job", "job": {"id": "x"}}))
+print(proc.pid, flush=True)
+os._exit(0)   # the worker dies without a word: its Blender child is orphaned
+"""
+
+
+@pytest.mark.parametrize("when", ["starting", "job"])
+def test_an_orphaned_render_child_exits_quietly(tmp_path, when):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    tests = str(Path(__file__).resolve().parent)
+    run = subprocess.run([sys.executable, "-c", ORPHAN, tests, str(tmp_path), when], capture_output=True, text=True,
+                         timeout=240)   # returns once the child, which holds the same stderr, has exited too
+    pid = int(run.stdout.split()[0])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert "Traceback" not in run.stderr and "BrokenPipeError" not in run.stderr, run.stderr[-3000:]

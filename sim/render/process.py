@@ -78,6 +78,14 @@ def _child_main(conn: Any, settings_json: str, scratch_dir: str, log_path: str) 
     os.dup2(log_fd, 1)
     _fix_mmap_threshold()
     try:
+        _serve(conn, settings_json, scratch_dir)
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        return   # orphaned: the worker that started us is gone, so there is no one to report to
+
+
+def _serve(conn: Any, settings_json: str, scratch_dir: str) -> None:
+    """Set up the scene, then render the jobs that arrive on ``conn`` until ``stop`` or end of file."""
+    try:
         from threedb.sim.render.worker import JobRunner  # imports bpy: only ever in this process
 
         runner = JobRunner(RenderSettings.model_validate_json(settings_json), scratch_dir)
