@@ -25,6 +25,8 @@ import numpy as np
 
 from threedb.sim.errors import ConfigError, ThreeDBError
 from threedb.sim.jobs import make_job
+from threedb.sim.run.messages import MessageError
+from threedb.sim.run.messages import parse as parse_message
 from threedb.sim.run.progress import Progress
 from threedb.sim.store import RunStore, read_rows
 from threedb.sim.transport import MasterEndpoint
@@ -123,6 +125,7 @@ class Master:
         self.eval_queue: collections.deque[str] = collections.deque()
         self.leased: set[str] = set()
         self.workers: dict[str, Worker] = {}
+        self.dropped = 0   #: well-framed messages that broke the protocol (see .messages)
         self.batch_size = int((exp.inference or {}).get("batch_size") or 16)
         #: Renders held for evaluation at most; beyond it render workers wait (bounded memory).
         self.max_rendered = max(4 * self.batch_size, 32)
@@ -233,16 +236,25 @@ class Master:
             worker.batch = []
 
     def handle(self, peer: bytes, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        kind, wid, role = header.get("type"), header.get("wid"), header.get("role")
-        if not isinstance(wid, str) or role not in ("render", "evaluator"):
-            log.warning("dropping a %r message without a valid wid/role", kind)
+        """Serve one message; one that breaks the protocol (:mod:`.messages`) is dropped, counted and logged."""
+        try:
+            message = parse_message(header, arrays, resolution=tuple(self.exp.render.resolution),
+                                    passes=self.send_passes)
+        except MessageError as exc:
+            self.dropped += 1
+            log.warning("dropping a message from peer %s: %s", peer.hex()[:16], exc)
             return
+        kind, wid, role = message.type, message.wid, message.role
         now = time.monotonic()
         worker = self.workers.get(wid)
+        if worker is not None and worker.role != role:
+            self.dropped += 1
+            log.warning("dropping a %s message claiming %s, a %s worker, is a %s one", kind, wid, worker.role, role)
+            return
         if worker is None:
             worker = self.workers[wid] = Worker(wid, role, peer, now)
         worker.peer, worker.last_seen = peer, now
-        seq = header.get("seq")
+        seq = message.seq
         if kind == "heartbeat":
             return
         if kind == "bye":
@@ -250,50 +262,50 @@ class Master:
             del self.workers[wid]
             return
         if kind == "fatal":
-            self.fatal = f"{wid}: {header.get('error')}"
+            self.fatal = f"{wid}: {message.error}"
             return
         if kind == "hello":
             self._reply(worker, self._welcome(), seq)
             return
         if kind == "result":
-            job_id = str(header.get("job_id"))
+            job_id = message.job_id
             if worker.job == job_id:
                 worker.job = None
-            if self.render_only and job_id in self.jobs and "rgb" in arrays:
+            if self.render_only and job_id in self.jobs:
                 frames = dict(arrays)
                 rgb = frames.pop("rgb")
-                self._record(job_id, {}, rgb=rgb, passes=frames, meta=dict(header.get("meta") or {}))
-            elif job_id in self.jobs and job_id not in self.rendered and "rgb" in arrays:
+                self._record(job_id, {}, rgb=rgb, passes=frames, meta=message.meta)
+            elif job_id in self.jobs and job_id not in self.rendered:
                 self.leased.discard(job_id)
-                self.rendered[job_id] = (dict(header.get("meta") or {}), arrays)
+                self.rendered[job_id] = (message.meta, arrays)
                 self.eval_queue.append(job_id)
                 self.max_held = max(self.max_held, len(self.rendered))
             else:
                 log.info("dropping a duplicate result of %s from %s", job_id, wid)
             self.progress.rendered()
         elif kind == "failed":
-            job_id = str(header.get("job_id"))
+            job_id = message.job_id
             if worker.job == job_id:
                 worker.job = None
-                self._attempt_failed(job_id, str(header.get("error")))
+                self._attempt_failed(job_id, message.error)
         elif kind == "outputs":
-            for item in header.get("results", []):
-                job_id = str(item.get("job_id"))
+            for item in message.results:
+                job_id = item.job_id
                 if job_id in worker.batch and job_id in self.rendered:
                     meta, frames = self.rendered.pop(job_id)
                     rgb = frames.get("rgb")
                     passes = {k: v for k, v in frames.items() if k != "rgb"}
                     try:
-                        self._record(job_id, item.get("outputs") or {}, rgb=rgb, passes=passes, meta=meta)
-                    except ValueError as exc:  # outputs lacking declared keys
+                        self._record(job_id, item.outputs, rgb=rgb, passes=passes, meta=meta)
+                    except (ValueError, TypeError) as exc:  # outputs lacking declared keys, or of the wrong kind
                         self._record(job_id, None, error=f"bad evaluator outputs: {exc}", rgb=rgb, meta=meta)
             worker.batch = [j for j in worker.batch if j in self.rendered]
             self._release(worker, False, "")
         elif kind == "eval_failed":
-            for job_id in header.get("job_ids", []):
+            for job_id in message.job_ids:
                 if job_id in worker.batch and job_id in self.rendered:
                     meta, frames = self.rendered.pop(job_id)
-                    self._record(job_id, None, error=f"evaluation failed: {header.get('error')}",
+                    self._record(job_id, None, error=f"evaluation failed: {message.error}",
                                  rgb=frames.get("rgb"), meta=meta)
             worker.batch = []
         elif kind != "ready":
@@ -322,7 +334,7 @@ class Master:
             if self.fatal or self.finished():
                 self._reply(worker, {"type": "die"}, seq)
                 return
-            n = int(header.get("batch_size") or self.batch_size)
+            n = getattr(message, "batch_size", None) or self.batch_size
             batch: list[str] = []
             while self.eval_queue and len(batch) < n:
                 job_id = self.eval_queue.popleft()
@@ -371,7 +383,7 @@ class Master:
                         raise ThreeDBError(f"run aborted: {reason}")
         self.progress.tick(force=True)
         return {"done": len(self.store.done_ids()), "failed": len(self.store.failed_ids()),
-                "rejected": self.endpoint.rejected, "replayed": self.replayed, "max_held": self.max_held}
+                "rejected": self.endpoint.rejected, "dropped": self.dropped, "replayed": self.replayed, "max_held": self.max_held}
 
     def shutdown(self, grace_s: float = 2.0) -> None:
         """Tell every known worker to stop (answering their requests with ``die`` for ``grace_s``)."""
@@ -384,7 +396,7 @@ class Master:
                 continue
             peer, header, _ = got
             wid = header.get("wid")
-            if header.get("type") == "bye":
+            if header.get("type") == "bye" and isinstance(wid, str):
                 self.workers.pop(wid, None)
             else:
                 try:
