@@ -133,9 +133,9 @@ def _raise_terminated(signum: int, _frame: object) -> None:
 
 
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a command: a :class:`ThreeDBError` becomes one ``error:`` line and exit status 2; Ctrl-C,
-    SIGTERM and SIGHUP unwind the command the same way (its cleanup stops any workers) and exit with
-    ``128 + signal`` (130, 143, 129)."""
+    """Run a command: a :class:`ThreeDBError` or an :class:`OSError` (path and cause) becomes one ``error:``
+    line and exit status 2; Ctrl-C, SIGTERM and SIGHUP unwind the command the same way (its cleanup stops
+    any workers) and exit with ``128 + signal`` (130, 143, 129)."""
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -144,6 +144,11 @@ def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return func(args)
     except ThreeDBError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:   # a file operation no command anticipated (e.g. a full disk): still one line
+        from threedb.sim.store import describe_os_error
+
+        print(f"error: {describe_os_error(exc, 'a file')}", file=sys.stderr)
         return 2
     except Terminated as exc:
         print(f"terminated ({exc})", file=sys.stderr)

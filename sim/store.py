@@ -19,6 +19,7 @@ Memory stays bounded: the store keeps only the set of done ids, never the rows.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -136,8 +137,29 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def write_summary(run_dir: str | Path, result: dict[str, Any]) -> Path:
     """Write ``RUN_DIR/summary.json`` (replaced atomically): what ``threedb run`` printed at its end."""
     path = Path(run_dir) / SUMMARY
-    _atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    try:
+        _atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    except OSError as exc:
+        raise ResultsError(f"cannot write the summary: {describe_os_error(exc, path)}") from None
     return path
+
+
+def describe_os_error(exc: OSError, default: Path | str) -> str:
+    """``PATH: cause (ERRNO)`` for a failed file operation, e.g. ``.../images/x.png: No space left on device
+    (ENOSPC)``."""
+    name = errno.errorcode.get(exc.errno, "") if exc.errno else ""
+    cause = exc.strerror or str(exc)
+    return f"{exc.filename or default}: {cause}" + (f" ({name})" if name else "")
+
+
+def _replace_from(tmp: Path, target: Path, write: Any) -> None:
+    """``write()`` the file at ``tmp``, then move it onto ``target``; a failed write leaves no ``tmp`` behind."""
+    try:
+        write()
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _lock_holder(fd: int) -> str:
@@ -209,10 +231,17 @@ class RunStore:
         self._fd: int | None = None
 
         self._lock_fd: int | None = None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._take_directory_lock(command)
         try:
-            self._prepare(_resume, config, seed, command)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._take_directory_lock(command)
+        except OSError as exc:
+            raise ResultsError(f"cannot use the run directory: {describe_os_error(exc, self.run_dir)}") from None
+        try:
+            try:
+                self._prepare(_resume, config, seed, command)
+            except OSError as exc:
+                raise ResultsError(f"cannot set up the run directory: {describe_os_error(exc, self.run_dir)}") \
+                    from None
         except BaseException:
             self._release_directory_lock()   # a refused or broken directory stays free for the next try
             raise
@@ -421,20 +450,37 @@ class RunStore:
             elif keys != self._keys:
                 extra = sorted(set(keys) ^ set(self._keys))
                 raise ValueError(f"job {job_id}: row keys differ from the run's (differences: {extra})")
-            if self._wants_images(row):
-                if rgb is not None:
-                    self._write_image(f"{job_id}_rgb.png", rgb)
-                for name, array in (passes or {}).items():
-                    if name in self.extra_passes:
-                        self._write_pass(job_id, name, array)
-            view = memoryview(line)
-            while view:
-                view = view[os.write(self._fd, view):]
-            os.fsync(self._fd)
+            try:
+                if self._wants_images(row):
+                    if rgb is not None:
+                        self._write_image(f"{job_id}_rgb.png", rgb)
+                    for name, array in (passes or {}).items():
+                        if name in self.extra_passes:
+                            self._write_pass(job_id, name, array)
+                self._append(line)
+            except OSError as exc:
+                raise ResultsError(f"cannot record job {job_id}: {describe_os_error(exc, self.details_path)}; "
+                                   "the rows written so far are kept (continue with --resume)") from None
             self._done.add(job_id)
             if status == "failed":
                 self._failed.add(job_id)
             return True
+
+    def _append(self, line: bytes) -> None:
+        """One row at the end of ``details.log``; on a short write (full disk) the partial line is cut off
+        again, so the file stays whole rows only."""
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass   # resuming drops a torn last line anyway
+            raise
 
     def write_failure(self, job: Mapping[str, Any], error: str, *, rgb: np.ndarray | None = None,
                       controls_report: Any = None) -> bool:
@@ -457,8 +503,7 @@ class RunStore:
 
         target = self.images_dir / name
         tmp = self.images_dir / f".tmp-{os.getpid()}-{threading.get_ident()}-{name}"  # keeps the extension
-        write_png(tmp, np.asarray(image))
-        os.replace(tmp, target)
+        _replace_from(tmp, target, lambda: write_png(tmp, np.asarray(image)))
 
     def _write_pass(self, job_id: str, name: str, array: np.ndarray) -> None:
         data = np.asarray(array)
@@ -475,8 +520,7 @@ class RunStore:
                 data.shape[-1], tuple(f"C{i}" for i in range(data.shape[-1])))
         target = self.images_dir / f"{job_id}_{name}.exr"
         tmp = self.images_dir / f".tmp-{os.getpid()}-{threading.get_ident()}-{target.name}"
-        write_exr(tmp, data, channels)
-        os.replace(tmp, target)
+        _replace_from(tmp, target, lambda: write_exr(tmp, data, channels))
 
     def close(self) -> None:
         """Close ``details.log`` and release the run directory (idempotent)."""

@@ -11,8 +11,11 @@ import OpenEXR
 def write_png(path: str | Path, image: np.ndarray) -> None:
     """Write an RGB (HxWx3) or single-channel uint8 image losslessly."""
     array = image[..., ::-1] if image.ndim == 3 else image  # OpenCV wants BGR
-    if not cv2.imwrite(str(path), np.ascontiguousarray(array)):
-        raise OSError(f"cannot write {path}")
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array))
+    if not ok:
+        raise ValueError(f"{path}: OpenCV cannot encode a {image.dtype} {list(image.shape)} image as PNG")
+    with open(path, "wb") as handle:   # Python's own write: a full disk or a read-only folder keeps its errno
+        handle.write(encoded.tobytes())
 
 
 def write_exr(path: str | Path, array: np.ndarray, channels: str | tuple[str, ...] = "Y") -> None:
