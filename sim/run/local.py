@@ -16,6 +16,7 @@ from typing import Sequence
 
 from threedb.sim.run.master import DEFAULT_LEASE_TIMEOUT_S, MAX_ATTEMPTS, Master
 from threedb.sim.run.progress import Progress, format_summary, summarize
+from threedb.sim.run.supervisor import Supervisor
 from threedb.sim.store import write_summary
 from threedb.sim.transport import MasterEndpoint
 
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare(experiment)
     endpoint = MasterEndpoint(args.host, args.port, server_secret_key=args.key,
                               authorized_keys=args.authorized_keys, insecure=args.insecure)
-    children: list[tuple[str, subprocess.Popen]] = []
+    workers = Supervisor()
     master = None
     try:
         master = Master(prepared, args.out, endpoint, resume=args.resume, lease_timeout_s=args.lease_timeout,
@@ -51,22 +52,15 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
         curve = ["--key", args.worker_key, "--server-key", args.server_public_key] if args.worker_key else []
         for _ in range(args.render_workers):
-            children.append(("render", _spawn("threedb.sim.run.render_worker", address, curve)))
+            workers.add("render", lambda: _spawn("threedb.sim.run.render_worker", address, curve))
         device = ["--device", args.device] if args.device else []
         evaluators = 0 if master.render_only else args.evaluators
         for _ in range(evaluators):
-            children.append(("evaluator", _spawn("threedb.sim.run.evaluator_worker", address, curve + device)))
-
-        def alive() -> str | None:
-            roles = ("render",) if master.render_only else ("render", "evaluator")
-            if not children or args.render_workers == 0 or (evaluators == 0 and "evaluator" in roles):
-                return None  # remote workers only: wait for them
-            for role in roles:
-                if all(p.poll() is not None for r, p in children if r == role):
-                    return f"every local {role} worker exited"
-            return None
-
-        result = master.run(alive=alive)
+            workers.add("evaluator", lambda: _spawn("threedb.sim.run.evaluator_worker", address, curve + device))
+        roles = ("render",) if master.render_only else ("render", "evaluator")
+        # local workers that die are started again; a role with no local worker waits for remote ones
+        result = master.run(alive=lambda: workers.check(roles))
+        result["worker_restarts"] = workers.restarts
         if master.render_only:  # nothing evaluated: no accuracy to summarise
             print(f"[threedb run] render-only run: {result['done']} jobs logged, {result['failed']} failed",
                   file=sys.stderr, flush=True)
@@ -82,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         if master is not None:
             master.shutdown(grace_s=3.0)
         deadline = time.monotonic() + 5.0
-        for _, proc in children:
+        for proc in workers.processes():
             try:
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
