@@ -79,3 +79,31 @@ def test_a_worker_that_ran_a_while_is_always_restarted():
         assert supervisor.check(("evaluator",)) is None
     assert supervisor.restarts >= MAX_QUICK_DEATHS * 2 and not supervisor.slots[0].given_up
     wait_all(supervisor)
+
+
+def test_a_hung_render_is_killed_at_a_limit_from_measured_render_times_and_reissued(tmp_path):
+    """SIGSTOP of the Blender child (its worker keeps heartbeating): the render is killed once it takes
+    ``factor`` times the slowest measured render (here about 2 s, the floor), not after 600 s, and the job
+    is done again."""
+    import time
+
+    import yaml
+    from test_run import _descendants, rows
+
+    config = write_config(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data["render"]["job_timeout"] = {"factor": 3, "floor_s": 2, "ceiling_s": 600}
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    proc = start_run(config, out, "--render-workers", "1", "--evaluators", "1", "--lease-timeout", "30")
+    wait_for_lines(out, 2, proc)
+    blender = [pid for pid in _descendants(proc.pid)
+               if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    assert len(blender) == 1
+    os.kill(blender[0], signal.SIGSTOP)
+    stopped = time.monotonic()
+    result = finish(proc, timeout=240)
+    assert time.monotonic() - stopped < 120   # far below the 600 s ceiling
+    got = ids(out)
+    assert sorted(got) == sorted(expected_ids(4)) and len(got) == len(set(got))
+    assert result["failed"] == 0 and all(r["status"] == "ok" for r in rows(out))

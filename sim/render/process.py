@@ -6,10 +6,12 @@ The master never imports ``bpy``; the child does. Messages are JSON headers plus
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import multiprocessing as mp
 import os
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Mapping
@@ -124,10 +126,12 @@ class RenderProcess:
     """One render worker process; call :meth:`render` job by job, :meth:`close` at the end."""
 
     def __init__(self, settings: RenderSettings, scratch_dir: str | Path, *,
-                 job_timeout_s: float | None = 600.0) -> None:
+                 job_timeout_s: float | None = None) -> None:
         self.settings = settings
         self.scratch_dir = Path(scratch_dir)
+        #: a fixed limit per render; ``None``: ``settings.job_timeout`` on the recent render times
         self.job_timeout_s = job_timeout_s
+        self.recent_s: collections.deque[float] = collections.deque(maxlen=50)
         self._proc: Any = None
         self._conn: Any = None
         self.jobs_done = 0
@@ -182,7 +186,11 @@ class RenderProcess:
         except (BrokenPipeError, OSError):
             self._kill()
             raise WorkerCrashed(f"render worker died before job {job.get('id')}") from None
-        header, arrays = self._receive(self.job_timeout_s, f"rendering job {job.get('id')}")
+        limit = self.job_timeout_s if self.job_timeout_s is not None else self.settings.job_timeout.seconds(
+            list(self.recent_s))
+        began = time.monotonic()
+        header, arrays = self._receive(limit, f"rendering job {job.get('id')} (limit {limit:.0f} s)")
+        self.recent_s.append(time.monotonic() - began)
         self.jobs_done += 1
         if header["type"] == "failed":
             self._proc.join(timeout=10)  # the child exits after a failed job (see _child_main)

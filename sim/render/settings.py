@@ -11,6 +11,32 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 PassName = Literal["depth", "mask", "uv"]
 
 
+class JobTimeout(BaseModel):
+    """How long one render may take before its Blender process is killed and the job re-issued: ``factor``
+    times the slowest of this worker's recent renders, within ``[floor_s, ceiling_s]`` (``ceiling_s`` until
+    a render has been measured)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    factor: float = Field(10.0, ge=1, description="multiple of the slowest recent render")
+    floor_s: float = Field(60.0, gt=0, description="never less than this many seconds")
+    ceiling_s: float = Field(600.0, gt=0, description="never more; also the first render's limit")
+
+    @field_validator("ceiling_s")
+    @classmethod
+    def _ordered(cls, value: float, info) -> float:  # noqa: ANN001 - pydantic's ValidationInfo
+        floor = info.data.get("floor_s")
+        if floor is not None and value < floor:
+            raise ValueError(f"ceiling_s ({value:g}) must be >= floor_s ({floor:g})")
+        return value
+
+    def seconds(self, recent: list[float]) -> float:
+        """The limit for the next render, given the durations of recent ones."""
+        if not recent:
+            return self.ceiling_s
+        return min(max(self.factor * max(recent), self.floor_s), self.ceiling_s)
+
+
 class RenderSettings(BaseModel):
     """How every image of an experiment is rendered (Cycles)."""
 
@@ -31,6 +57,8 @@ class RenderSettings(BaseModel):
     environment_rotation: float = Field(0.0, description="HDRI rotation about the vertical axis, radians")
     max_jobs_per_worker: int = Field(1000, ge=1, description="a render worker is restarted after this many jobs")
     persistent_data: bool = Field(True, description="keep Cycles scene data between renders (much faster)")
+    job_timeout: JobTimeout = Field(default_factory=JobTimeout,
+                                    description="when a hung render is killed and its job re-issued")
 
     @field_validator("resolution", mode="before")
     @classmethod

@@ -27,8 +27,7 @@ def serve(args: argparse.Namespace) -> int:
         welcome, _ = conn.request({"type": "hello"}, expect=("welcome",))
         settings = RenderSettings.model_validate(welcome["render"])
         send_passes = list(welcome.get("send_passes", []))
-        proc = RenderProcess(settings, fast_scratch_dir("threedb-worker-"),
-                             job_timeout_s=welcome.get("job_timeout_s", 600.0))
+        proc = RenderProcess(settings, fast_scratch_dir("threedb-worker-"))   # limits: settings.job_timeout
         proc.start()  # Blender starts before the first job is leased
         message: dict[str, Any] = {"type": "ready"}
         arrays: dict[str, Any] | None = None
