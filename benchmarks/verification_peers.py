@@ -457,7 +457,8 @@ def main() -> int:
         return 2
     tools = args.tools
     settings = {"instances": len(instances), "nets": " ".join(args.nets), "timeout cap": args.timeout,
-                "jobs": args.jobs, "marabou mode": args.marabou_mode, "tighten": args.tighten, "complete": args.complete,
+                "jobs": args.jobs, "marabou mode": args.marabou_mode, "tighten": args.tighten,
+                "complete": args.complete,
                 "cpus": os.cpu_count()}
     print(f"mnistfc: {len(instances)} instances, tools {' '.join(tools)}, jobs {args.jobs}, budget "
           + (f"min(csv, {args.timeout:g}) s" if args.timeout else "the csv's") + f", Marabou mode {args.marabou_mode}",
@@ -469,7 +470,8 @@ def main() -> int:
         if not args.reuse_from or not args.reuse_from.is_file():
             print("--reuse needs --reuse-from FILE (a verification_peers.json)")
             return 2
-        settings["reused"] = f"{' '.join(args.reuse)} from {args.reuse_from.name} ({time.ctime(args.reuse_from.stat().st_mtime)})"
+        stamp = time.ctime(args.reuse_from.stat().st_mtime)
+        settings["reused"] = f"{' '.join(args.reuse)} from {args.reuse_from.name} ({stamp})"
         for row in json.loads(args.reuse_from.read_text())["instances"]:
             if all(t in row for t in args.reuse):
                 reused[(row["onnx"], row["vnnlib"], row["budget"])] = row

@@ -146,7 +146,6 @@ class _Problem:
         ReLU layer ``r`` below ``upto`` is relaxed on ``[lower[r], upper[r]]`` (``D x n``) with lower slope
         ``alpha[r]`` (default CROWN's adaptive one); with ``beta``, each split constraint ``split * z >= 0``
         is added with its multiplier. ``scores``, when given, receives per ReLU layer the BaBSR score."""
-        n_domains, m = coef.shape[0], coef.shape[1]
         scale = const.detach().abs()
         r = sum(k < upto for k in self.relus)   # the ReLU layers below upto
         for k in range(upto - 1, -1, -1):

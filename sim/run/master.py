@@ -383,7 +383,8 @@ class Master:
                         raise ThreeDBError(f"run aborted: {reason}")
         self.progress.tick(force=True)
         return {"done": len(self.store.done_ids()), "failed": len(self.store.failed_ids()),
-                "rejected": self.endpoint.rejected, "dropped": self.dropped, "replayed": self.replayed, "max_held": self.max_held}
+                "rejected": self.endpoint.rejected, "dropped": self.dropped, "replayed": self.replayed,
+                "max_held": self.max_held}
 
     def shutdown(self, grace_s: float = 2.0) -> None:
         """Tell every known worker to stop (answering their requests with ``die`` for ``grace_s``)."""
