@@ -4,7 +4,9 @@ Same scene settings and jobs for both, one render process each (the machine has 
 renderer is threedb's RenderProcess driven in a loop (no master, transport, evaluation or logging);
 the pipeline is `threedb run` with 1 render worker and 1 evaluator worker (a tiny CNN on the CPU)
 writing images and details.log. Start-up (Blender, model loading) is excluded from both: rates are
-measured from the first finished job to the last. Target ratio >= 0.90.
+measured from the first finished job to the last. Target ratio >= 0.90. The pipeline runs twice, with
+the local workers' per-run CURVE keys (the default) and with ``--no-local-auth``: the second ratio is what
+authentication costs.
 
     python benchmarks/pipeline_efficiency.py [--jobs 40] [--resolution 128] [--samples 16]
 """
@@ -87,10 +89,12 @@ def bare_rate(config: Path) -> tuple[float, int]:
         return (len(jobs) - 1) / (time.perf_counter() - start), len(jobs)
 
 
-def pipeline_rate(config: Path, out: Path, jobs: int, render_workers: int = 1) -> float:
-    """Renders/s of `threedb run`, from its first logged job to its last."""
+def pipeline_rate(config: Path, out: Path, jobs: int, render_workers: int = 1, auth: bool = True) -> float:
+    """Renders/s of `threedb run`, from its first logged job to its last (``auth``: the default per-run CURVE
+    keys of the local workers; off: ``--no-local-auth``)."""
     proc = subprocess.Popen([sys.executable, "-m", "threedb.sim.cli", "run", str(config), "--out", str(out),
-                             "--render-workers", str(render_workers), "--evaluators", "1"],
+                             "--render-workers", str(render_workers), "--evaluators", "1",
+                             *([] if auth else ["--no-local-auth"])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     log = out / "details.log"
@@ -123,9 +127,12 @@ def main() -> int:
         config = write_experiment(work, args.jobs, args.resolution, args.samples)
         bare, n = bare_rate(config)
         piped = pipeline_rate(config, work / "run", n)
+        open_run = pipeline_rate(config, work / "run_no_auth", n, auth=False)
     print(f"scene: pybullet mug on city.exr, {args.resolution} px, {args.samples} spp, 1 render process, {n} jobs")
-    print(f"renders/s: bare renderer {bare:.2f}, threedb run {piped:.2f}")
+    print(f"renders/s: bare renderer {bare:.2f}, threedb run {piped:.2f} (authenticated local workers, the "
+          f"default), {open_run:.2f} (--no-local-auth)")
     print(f"RATIO threedb run / bare renderer = {piped / bare:.3f}  (target >= 0.90)")
+    print(f"RATIO authenticated / unauthenticated = {piped / open_run:.3f}  (the cost of CURVE on loopback)")
     return 0
 
 

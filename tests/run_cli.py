@@ -70,6 +70,11 @@ class LiveRun:
     def address(self) -> str:
         return self.wait_for("master at ").split("master at ")[1].split(";")[0]
 
+    def worker_keys(self) -> list[str]:
+        """``--key SECRET --server-key PUBLIC``: the run's per-run keys, which other local workers need."""
+        line = self.wait_for("master at ")
+        return line.split("join with ")[1].split()
+
     def finish(self, timeout: float = 180) -> dict:
         """Wait for the run; its exit status must be 0; returns the JSON result it printed last."""
         try:

@@ -35,7 +35,8 @@ def test_renders_held_never_exceed_the_limit(tmp_path):
         # they pile up to the limit, where both render workers are told to wait
         run.wait_for(f"{LIMIT} awaiting evaluation")
         assert not (out / "details.log").exists() or not (out / "details.log").read_text()
-        evaluator = threedb("evaluator", "--connect", address, "--device", "cpu", stderr=subprocess.STDOUT)
+        evaluator = threedb("evaluator", "--connect", address, *run.worker_keys(), "--device", "cpu",
+                            stderr=subprocess.STDOUT)
         result = run.finish()
         evaluator.wait(timeout=30)
     finally:

@@ -116,7 +116,9 @@ def test_a_live_master_drops_hostile_messages_and_its_results_match_a_clean_run(
     clean.finish()
 
     run = LiveRun(start_run(config, tmp_path / "attacked", *args))
-    peer = PeerEndpoint(run.address())
+    # a peer holding the run's worker key (a buggy or compromised worker): only the schema stands in its way
+    _, secret, _, public = run.worker_keys()
+    peer = PeerEndpoint(run.address(), client_secret_key=secret, server_public_key=public)
     try:
         # a render worker that takes a job and answers it with a bad meta, then with a float64 empty rgb
         peer.send({"type": "hello", "wid": "evil", "role": "render"})

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from threedb.sim.run.master import DEFAULT_LEASE_TIMEOUT_S, MAX_ATTEMPTS, Master
 from threedb.sim.run.progress import Progress, format_summary, summarize
+from threedb.sim.run.run_keys import RunKeys
 from threedb.sim.run.supervisor import Supervisor
 from threedb.sim.store import write_summary
 from threedb.sim.transport import MasterEndpoint
@@ -37,8 +38,14 @@ def run(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     experiment = load_config(args.config, overrides=overrides)
     prepared = prepare(experiment)
-    endpoint = MasterEndpoint(args.host, args.port, server_secret_key=args.key,
-                              authorized_keys=args.authorized_keys, insecure=args.insecure)
+    run_keys = None
+    if args.key is None and not args.no_local_auth:
+        run_keys = RunKeys.create()   # every peer authenticates, on loopback too: per-run CURVE keys
+        endpoint = MasterEndpoint(args.host, args.port, server_secret_key=run_keys.master_secret,
+                                  authorized_keys=run_keys.authorized, insecure=args.insecure)
+    else:
+        endpoint = MasterEndpoint(args.host, args.port, server_secret_key=args.key,
+                                  authorized_keys=args.authorized_keys, insecure=args.insecure)
     workers = Supervisor()
     master = None
     try:
@@ -48,9 +55,14 @@ def run(args: argparse.Namespace) -> int:
         master.progress = Progress(master.total, already=len(master.done),
                                    held=None if master.render_only else lambda: len(master.rendered))
         address = f"tcp://{'127.0.0.1' if endpoint.host in ('*', '0.0.0.0') else endpoint.host}:{endpoint.port}"
-        print(f"[threedb run] master at {address}; {master.total} jobs, {len(master.done)} already logged",
+        joining = (f"; other workers on this machine join with --key {run_keys.worker_secret} --server-key "
+                   f"{run_keys.master_public}" if run_keys is not None else "")
+        print(f"[threedb run] master at {address}; {master.total} jobs, {len(master.done)} already logged{joining}",
               file=sys.stderr, flush=True)
-        curve = ["--key", args.worker_key, "--server-key", args.server_public_key] if args.worker_key else []
+        if run_keys is not None:
+            curve = ["--key", str(run_keys.worker_secret), "--server-key", str(run_keys.master_public)]
+        else:
+            curve = ["--key", args.worker_key, "--server-key", args.server_public_key] if args.worker_key else []
         for _ in range(args.render_workers):
             workers.add("render", lambda: _spawn("threedb.sim.run.render_worker", address, curve))
         device = ["--device", args.device] if args.device else []
@@ -83,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
                 proc.kill()
                 proc.wait()
         endpoint.close()
+        if run_keys is not None:
+            run_keys.remove()
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -101,6 +115,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--authorized-keys", help="folder of accepted workers' public keys")
     parser.add_argument("--insecure", action="store_true",
                         help="allow a non-loopback --host without CURVE keys (trusted networks only)")
+    parser.add_argument("--no-local-auth", action="store_true",
+                        help="loopback without the per-run keys: any local user's process could then join the run")
     parser.add_argument("--worker-key", help="local workers' CURVE secret key (with --key)")
     parser.add_argument("--server-public-key", help="the master's public key for local workers (with --key)")
     parser.add_argument("--lease-timeout", type=float, default=DEFAULT_LEASE_TIMEOUT_S,
