@@ -19,7 +19,7 @@ from threedb.sim.run.progress import Progress, format_summary, summarize
 from threedb.sim.run.run_keys import RunKeys
 from threedb.sim.run.supervisor import Supervisor
 from threedb.sim.store import write_summary
-from threedb.sim.transport import MasterEndpoint
+from threedb.sim.transport import MasterEndpoint, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     experiment = load_config(args.config, overrides=overrides)
     prepared = prepare(experiment)
     run_keys = None
-    if args.key is None and not args.no_local_auth:
+    if args.key is None and not args.no_local_auth and is_loopback(args.host):
         run_keys = RunKeys.create()   # every peer authenticates, on loopback too: per-run CURVE keys
         endpoint = MasterEndpoint(args.host, args.port, server_secret_key=run_keys.master_secret,
                                   authorized_keys=run_keys.authorized, insecure=args.insecure)
