@@ -289,3 +289,29 @@ def test_output_lower_bounds_are_sound() -> None:
     c = rng.normal(size=(5, 4))
     y = network(rng.uniform(lower, upper, size=(20000, 6)))
     assert ((y @ c.T).min(0) >= output_lower_bounds(network, bounds, c) - 1e-9).all()
+
+
+def test_bisection_hands_a_stuck_question_to_one_milp_on_the_bracket(monkeypatch) -> None:
+    """A question near the answer that runs out of its share of time: the MILP over the ball of the best
+    distortion so far finishes the job, and the result is the MILP's optimum."""
+    from threedb.robustness.verification import distortion
+
+    network = from_torch(mlp(11), (6,))
+    x = np.full(6, 0.5)
+    label = int(network(x).argmax())
+    reference = minimum_distortion(network, x, label, norm="linf", max_eps=0.5, options=VerifierOptions(timeout=60))
+    real_verify, calls = distortion.verify, []
+
+    def verify_that_gets_stuck(*args, **kwargs):
+        calls.append(1)
+        result = real_verify(*args, **kwargs)
+        if len(calls) == 3 and result.status == "unsat":   # the third question "times out"
+            result.status = "timeout"
+        return result
+
+    monkeypatch.setattr(distortion, "verify", verify_that_gets_stuck)
+    result = distortion.bisect_distortion(network, x, label, max_eps=0.5, tolerance=1e-5,
+                                          options=VerifierOptions(timeout=60))
+    assert any(str(s["status"]).startswith("milp") for s in result.stats["steps"]), result.stats
+    assert result.status == "optimal" and abs(result.distortion - reference.distortion) <= 1e-5
+    assert result.lower_bound <= reference.distortion + 1e-9
