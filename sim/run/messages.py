@@ -2,8 +2,8 @@
 
 The transport (:mod:`threedb.sim.transport`) has already checked the framing (JSON header, declared
 array dtypes and sizes). Here each message type gets its typed header (:class:`pydantic.BaseModel`,
-unknown fields refused) and, for a render's ``result``, its arrays: exactly ``rgb`` (``uint8``
-``H x W x 3`` at the run's resolution) and the passes the run asked for, each with its documented dtype
+unknown fields refused) and, for a render's ``result``, its arrays: ``rgb`` (``uint8``
+``H x W x 3`` at the run's resolution) and only passes the run asked for, each with its documented dtype
 and shape (see :mod:`threedb.sim.render.outputs`). :func:`parse` raises :class:`MessageError` with the
 reason; the master drops such a message, counts it and keeps serving.
 """
@@ -119,13 +119,21 @@ def parse(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], *, resolu
 
 
 def check_frames(arrays: Mapping[str, np.ndarray], resolution: tuple[int, int], passes: Sequence[str]) -> None:
-    """A render's arrays: ``rgb`` and exactly the requested passes, each with its dtype and ``H x W`` shape."""
+    """A render's arrays: ``rgb``, and only passes the run asked for, each with its dtype and ``H x W`` shape.
+    A requested pass may be missing (the scene's ``render.passes`` decide; the evaluator then says so)."""
     width, height = resolution
-    expected = {"rgb": (np.uint8, (3,)), **{name: PASS_LAYOUT[name] for name in passes if name in PASS_LAYOUT}}
-    if set(arrays) != set(expected):
-        raise MessageError(f"a render's arrays must be {sorted(expected)}, got {sorted(arrays)[:8]}")
+    if "rgb" not in arrays:
+        raise MessageError(f"a render's arrays must include 'rgb', got {sorted(arrays)[:8]}")
+    unexpected = sorted(set(arrays) - {"rgb", *passes})
+    if unexpected:
+        raise MessageError(f"a render's arrays may be 'rgb' and {sorted(passes)}, got {unexpected[:8]} too")
+    layouts = {"rgb": (np.uint8, (3,)), **PASS_LAYOUT}
     for name, array in arrays.items():
-        dtype, trailing = expected[name]
+        if name not in layouts:   # a pass without a documented layout: at least an image of the run's size
+            if array.shape[:2] != (height, width):
+                raise MessageError(f"array {name!r}: expected {height} x {width} x ..., got {list(array.shape)}")
+            continue
+        dtype, trailing = layouts[name]
         shape = (height, width, *trailing)
         if array.dtype != np.dtype(dtype) or array.shape != shape:
             raise MessageError(f"array {name!r}: expected {np.dtype(dtype).name} {list(shape)}, got "
