@@ -243,7 +243,10 @@ def test_curve_authorised_client_talks_unknown_client_gets_nothing(curve_keys):
             assert stranger.recv(timeout=0.2) is None
 
         with PeerEndpoint(m.address) as plaintext:  # no keys at all
-            plaintext.send({"type": "info", "who": "plaintext"}, timeout=0.5)
+            try:
+                plaintext.send({"type": "info", "who": "plaintext"}, timeout=0.5)
+            except TransportError:
+                pass   # refused so fast that the message could not even be queued: nothing got through either
             assert m.recv(timeout=0.5) is None
         assert m.rejected == 0  # refused during the handshake, before any message exists
         deadline = time.monotonic() + 5  # stranger and plaintext peer are both reported
