@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from test_verification import mlp as random_mlp
 from torch import nn
 
 from threedb.robustness.verification.bab import (BabOptions, _Deadline, _Domains, _Problem, branch_and_bound,
@@ -26,11 +27,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp(seed: int, sizes=(6, 16, 16, 4)) -> nn.Sequential:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    return nn.Sequential(*layers[:-1])
+    """test_verification's random MLP, a little wider by default."""
+    return random_mlp(seed, sizes)
 
 
 def relu_inputs(network, points: np.ndarray) -> list[np.ndarray]:

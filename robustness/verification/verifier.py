@@ -335,6 +335,7 @@ def _bab_phase(network: Network, spec: Specification, bounds: Bounds, disjuncts:
     equal part of half of it (the easy ones end early and pass their time on), a second pass shares the rest
     among those still open. Returns the sat or unknown result, or the disjuncts left open (for the MILP)."""
     stats["decided_by"] = "bab"
+    forward = network.to_torch(torch.float64).eval()   # checks each round's candidates in a batch
     phase_end = time.perf_counter() + options.bab_share * deadline.left()
     for half in (0.5, 1.0):
         pass_end = time.perf_counter() + half * (phase_end - time.perf_counter())
@@ -342,7 +343,7 @@ def _bab_phase(network: Network, spec: Specification, bounds: Bounds, disjuncts:
         for i, (c, d) in enumerate(disjuncts):
             now = time.perf_counter()
             end = now + (pass_end - now) / (len(disjuncts) - i)
-            outcome = _bab_disjunct(network, spec, bounds, c, d, options, check, deadline, stats, end)
+            outcome = _bab_disjunct(network, forward, spec, bounds, c, d, options, check, deadline, stats, end)
             if outcome is None:
                 continue
             if outcome.status != "timeout":
@@ -356,13 +357,12 @@ def _bab_phase(network: Network, spec: Specification, bounds: Bounds, disjuncts:
     return disjuncts
 
 
-def _bab_disjunct(network: Network, spec: Specification, bounds: Bounds, c: np.ndarray, d: np.ndarray,
-                  options: VerifierOptions, check: Checker, deadline: Deadline, stats: dict, end: float
-                  ) -> Optional[VerificationResult]:
+def _bab_disjunct(network: Network, forward: torch.nn.Module, spec: Specification, bounds: Bounds,
+                  c: np.ndarray, d: np.ndarray, options: VerifierOptions, check: Checker, deadline: Deadline,
+                  stats: dict, end: float) -> Optional[VerificationResult]:
     """Branch and bound (:mod:`.bab`) for one conjunction ``C y <= d`` until ``end``: ``None`` when proved,
     a sat or unknown result, or a ``timeout`` one when undecided (out of time or of memory). The MILP
-    decides the leaves whose ReLUs are all stable (an LP)."""
-    forward = network.to_torch(torch.float64).eval()
+    decides the leaves whose ReLUs are all stable (an LP). ``forward``: the network in float64 (torch)."""
 
     def find(xs: np.ndarray) -> Optional[int]:
         with torch.no_grad():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 PassName = Literal["depth", "mask", "uv"]
 
@@ -24,7 +24,7 @@ class JobTimeout(BaseModel):
 
     @field_validator("ceiling_s")
     @classmethod
-    def _ordered(cls, value: float, info) -> float:  # noqa: ANN001 - pydantic's ValidationInfo
+    def _ordered(cls, value: float, info: ValidationInfo) -> float:
         floor = info.data.get("floor_s")
         if floor is not None and value < floor:
             raise ValueError(f"ceiling_s ({value:g}) must be >= floor_s ({floor:g})")

@@ -38,14 +38,17 @@ def run(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     experiment = load_config(args.config, overrides=overrides)
     prepared = prepare(experiment)
-    run_keys = None
+    key, authorized, run_keys = args.key, args.authorized_keys, None
     if args.key is None and not args.no_local_auth and is_loopback(args.host):
         run_keys = RunKeys.create()   # every peer authenticates, on loopback too: per-run CURVE keys
-        endpoint = MasterEndpoint(args.host, args.port, server_secret_key=run_keys.master_secret,
-                                  authorized_keys=run_keys.authorized, insecure=args.insecure)
-    else:
-        endpoint = MasterEndpoint(args.host, args.port, server_secret_key=args.key,
-                                  authorized_keys=args.authorized_keys, insecure=args.insecure)
+        key, authorized = run_keys.master_secret, run_keys.authorized
+    try:
+        endpoint = MasterEndpoint(args.host, args.port, server_secret_key=key, authorized_keys=authorized,
+                                  insecure=args.insecure)
+    except BaseException:
+        if run_keys is not None:
+            run_keys.remove()
+        raise
     workers = Supervisor()
     master = None
     try:
