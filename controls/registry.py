@@ -2,6 +2,8 @@
 and turning a config's control entry into a validated :class:`ControlSpec`."""
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -42,6 +44,8 @@ LEGACY_ALIASES: dict[str, str] = {
 
 #: Keys of a control entry that are not parameters.
 RESERVED_KEYS = ("type", "module", "file", "class", "name")
+#: An instance name: it prefixes the control's columns (``render_args.<name>.<param>``).
+CONTROL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -132,5 +136,9 @@ def resolve_control(entry: Any, *, key: str, file: str | Path | None, base_dir: 
                               expected=declared[pname].describe_domain()) from None
     for pname, p in declared.items():
         domains.setdefault(pname, Fixed(p.default))
-    name = str(entry.get("name") or cls.name)
+    name = entry["name"] if "name" in entry else str(cls.name)
+    if "name" in entry and (not isinstance(name, str) or not CONTROL_NAME.fullmatch(name)):
+        raise ConfigError("a control's name is a word of letters, digits, _ and - (it names the control's "
+                          "columns in details.log and the dashboard)", file=file, key=f"{key}.name", value=name,
+                          expected="e.g. name: soft_vignette")
     return ControlSpec(name=name, ref=ref, cls=cls, domains=domains)

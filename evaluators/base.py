@@ -14,7 +14,6 @@ A module or file without a class name must define exactly one public :class:`Eva
 """
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from threedb.sim.errors import ConfigError
 from threedb.sim.plugins import available, import_class
+from threedb.sim.user_files import read_json
 
 if TYPE_CHECKING:
     from threedb.evaluators.models import LoadedModel
@@ -123,14 +123,8 @@ def load_class_map(path: str | Path, *, file: Any = None, key: str = "evaluation
                    ) -> dict[str, list[int]]:
     """``{model_uid: int | [int]}`` JSON -> uid -> list of acceptable class indices."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"class map not found: {path}", file=file, key=key, value=str(path),
-                          expected="a JSON file {model_uid: class index or [indices]}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"class map {path} is not readable JSON: {exc}", file=file, key=key,
-                          value=str(path)) from None
+    data = read_json(path, what="class map", file=file, key=key,
+                     expected="a JSON file {model_uid: class index or [indices]}")
     return parse_class_map(data, source=str(path), file=file, key=key)
 
 

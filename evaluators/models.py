@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from torch import nn
 from threedb.evaluators.preprocess import Preprocess, parse_preprocess, to_device
 from threedb.sim.errors import ConfigError, ThreeDBError
 from threedb.sim.plugins import load_file_module
+from threedb.sim.user_files import check_regular_file, path_from_text, read_json
 
 SOURCE_KEYS = ("torchvision", "module", "file", "torchscript", "onnx")
 #: Every key an ``inference`` mapping may hold (the run pipeline may read the ones it owns).
@@ -163,24 +163,15 @@ def resolve_device(name: Any = "auto", *, file: Any = None, key: str = "inferenc
 
 
 def _path(value: Any, base_dir: Path | None, file: Any, key: str, what: str) -> Path:
-    if not isinstance(value, (str, Path)) or not str(value):
-        raise ConfigError(f"must be the path of {what}", file=file, key=key, value=value, expected="a file path")
-    path = Path(value).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path}", file=file, key=key, value=str(value),
-                          expected="an existing file")
+    """The regular file ``value`` names (relative to ``base_dir``); a FIFO or device is refused, not opened."""
+    path = path_from_text(value, base_dir=base_dir, file=file, key=key, what=what)
+    check_regular_file(path, what=what, file=file, key=key)
     return path
 
 
 def load_label_map(path: Path, *, file: Any = None, key: str = "inference.label_map") -> list[str]:
     """Class names from a JSON list (or an ``{index: name}`` mapping covering 0..N-1)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"label map {path} is not readable JSON: {exc}", file=file, key=key,
-                          value=str(path), expected="a JSON list of class names") from None
+    data = read_json(Path(path), what="label map", file=file, key=key, expected="a JSON list of class names")
     if isinstance(data, dict):
         try:
             indexed = {int(k): v for k, v in data.items()}

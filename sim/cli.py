@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable, Sequence
 
-from threedb.sim.errors import ThreeDBError
+from threedb.sim.errors import ThreeDBError, printable
 
 
 def _version() -> str:
@@ -79,6 +79,7 @@ COMMAND_MODULES: list[tuple[str, str, str]] = [
     ("attack", "threedb.evaluators.attack.cli", "attack a model on a dataset (FGSM, PGD, APGD, Square; worst case) and report"),
     ("certify", "threedb.evaluators.certify.cli", "certify a model with randomized smoothing (classification, segmentation, local equivalence); analyze Cohen-format logs"),
     ("verify", "threedb.evaluators.verify.cli", "complete verification (bounds + MILP): a VNN-COMP instance, a benchmark folder, or a classifier on a dataset"),
+    ("project", "threedb.evaluators.project.cli", "project a dataset onto source groups (MMD mixture weights): weights, a resampled set, render-more config"),
 ]
 
 
@@ -143,12 +144,12 @@ def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
     try:
         return func(args)
     except ThreeDBError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:   # a file operation no command anticipated (e.g. a full disk): still one line
         from threedb.sim.store import describe_os_error
 
-        print(f"error: {describe_os_error(exc, 'a file')}", file=sys.stderr)
+        print(f"error: {printable(describe_os_error(exc, 'a file'))}", file=sys.stderr)
         return 2
     except Terminated as exc:
         print(f"terminated ({exc})", file=sys.stderr)

@@ -37,3 +37,15 @@ class AssetError(ThreeDBError):
 
 class RenderError(ThreeDBError):
     """Blender failed to set up or render a scene."""
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters other than newline and tab (an escape
+    sequence, a carriage return, a bell that a hostile file name or key may carry) as ``\\x..`` escapes."""
+    return "".join(ch if ch in "\n\t" or not _is_control(ch) else ascii(ch)[1:-1] for ch in text)
+
+
+def _is_control(ch: str) -> bool:
+    code = ord(ch)
+    return code < 0x20 or 0x7F <= code < 0xA0 or code in (0x2028, 0x2029) or 0x202A <= code <= 0x202E \
+        or 0x2066 <= code <= 0x2069

@@ -490,7 +490,8 @@ def test_legacy_config_maps(tmp_path: Path, toy: Path) -> None:
     assert exp.inference["label_map"] == str((tmp_path / "resources" / "imagenet_mapping.json").resolve())
     assert exp.evaluation is not None and exp.evaluation["module"] == "threedb.evaluators.classification"
     assert exp.evaluation["args"]["classmap_path"] == str((tmp_path / "resources" / "ycb_to_IN.json").resolve())
-    assert exp.logging == {"logger_modules": ["threedb.result_logging.image_logger",
+    assert exp.logging == {"log_images": "all", "extra_passes": [],   # 3DB's loggers accepted, defaults filled in
+                           "logger_modules": ["threedb.result_logging.image_logger",
                                               "threedb.result_logging.json_logger"]}
     notes = "\n".join(exp.notes)
     assert "original 3DB config" in notes

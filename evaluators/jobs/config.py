@@ -72,7 +72,8 @@ class JobConfig(Generic[S]):
 def load_job_config(path: str | Path, schema: type[S], *, path_keys: tuple[KeyPath, ...] = (),
                     overrides: Mapping[str, Any] | None = None) -> JobConfig[S]:
     """Load ``path`` (with its ``base_config`` chain), apply ``overrides``, resolve ``path_keys``, validate."""
-    loaded = load_chain(path)
+    sections = frozenset(name for key, field in schema.model_fields.items() for name in (key, field.alias) if name)
+    loaded = load_chain(path, sections=sections)
     data, prov = loaded.data, loaded.provenance
     if overrides:
         apply_overrides(data, prov, overrides)

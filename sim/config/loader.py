@@ -12,13 +12,16 @@ from __future__ import annotations
 import copy
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Union
 
 import yaml
 
+from threedb.sim.config.safe_yaml import BoundedLoader, load_yaml_text
 from threedb.sim.errors import ConfigError
+from threedb.sim.user_files import MAX_CONFIG_BYTES, file_status, path_from_text, read_text
 
 KeyPath = tuple[Union[str, int], ...]
 
@@ -119,6 +122,8 @@ class Provenance:
 
     def forget(self, path: KeyPath) -> None:
         """Drop ``path`` and everything under it."""
+        if path not in self.origin:   # nothing was recorded under a path that was not recorded itself
+            return
         n = len(path)
         for key in [k for k in self.origin if k[:n] == path]:
             del self.origin[key]
@@ -155,8 +160,8 @@ class Provenance:
 
 # --------------------------------------------------------------------------- YAML
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys in a mapping (PyYAML silently keeps the last one)."""
+class _UniqueKeyLoader(BoundedLoader):
+    """A bounded SafeLoader that rejects duplicate keys in a mapping (PyYAML silently keeps the last one)."""
 
 
 def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
@@ -179,18 +184,17 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read one config file: a YAML mapping (an empty file is an empty mapping)."""
+    """Read one config file: a YAML mapping (an empty file is an empty mapping); a regular file of at most
+    :data:`~threedb.sim.user_files.MAX_CONFIG_BYTES`, within :mod:`.safe_yaml`'s bounds."""
     shown = display_source(path)
-    if not path.exists():
+    info = file_status(path)
+    if info is None:
         raise ConfigError("config file does not exist", file=shown)
-    if path.is_dir():
+    if stat.S_ISDIR(info.st_mode):
         raise ConfigError("is a folder, not a config file", file=shown)
+    text = read_text(path, what="config file", max_bytes=MAX_CONFIG_BYTES, file=shown)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file: {exc}", file=shown) from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = load_yaml_text(text, _UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -230,35 +234,59 @@ class LoadedConfig:
     files: list[Path]             #: the inheritance chain in merge order: root base first, the file itself last
 
 
-def load_chain(path: str | Path) -> LoadedConfig:
-    """Read ``path`` and, recursively, its ``base_config``; deep-merge them (the including file wins)."""
-    return _load(Path(path).expanduser().absolute(), ())
+def load_chain(path: str | Path, *, sections: frozenset[str] | None = None) -> LoadedConfig:
+    """Load ``path`` and, recursively, its ``base_config``; merge root-first (later files win).
+
+    With ``sections`` (the top-level keys the caller's schema knows), a non-empty *base* file none of
+    whose top-level keys is one of them is refused as "not a config" without echoing its keys: a shared
+    config's ``base_config: /etc/shadow`` must not print that file's first line in an unknown-key error.
+    """
+    return _load(Path(path).expanduser().absolute(), (), sections)
 
 
-def _load(path: Path, stack: tuple[Path, ...]) -> LoadedConfig:
+#: Longest ``base_config`` chain (the file itself included); real configs use two or three.
+MAX_CHAIN = 32
+
+
+def _load(path: Path, stack: tuple[Path, ...], sections: frozenset[str] | None) -> LoadedConfig:
     path = Path(os.path.normpath(path))
     raw = read_yaml(path)
+    shown = display_source(path)
+    if stack and sections is not None and raw and not (set(raw) & (sections | {"base_config"})):
+        raise ConfigError(f"is not a config for this command: none of its top-level keys is one of "
+                          f"{', '.join(sorted(sections))}", file=shown)
     base_ref = raw.pop("base_config", None)
     if base_ref is None:
         loaded = LoadedConfig({}, Provenance(), [])
     else:
         if not isinstance(base_ref, (str, os.PathLike)) or not str(base_ref).strip():
-            raise ConfigError(f"must be the path of another config file, got {base_ref!r}",
-                              file=display_source(path), key="base_config", value=base_ref)
-        base = Path(os.path.normpath(path.parent / Path(base_ref).expanduser()))
+            raise ConfigError(f"must be the path of another config file, got {_short(base_ref)}",
+                              file=shown, key="base_config")
+        base = Path(os.path.normpath(path_from_text(base_ref, base_dir=path.parent, file=shown, key="base_config",
+                                                    what="a base config file")))
         chain = stack + (path,)
         if base in chain:
             cycle = " -> ".join(display_source(p) or "" for p in chain[chain.index(base):] + (base,))
             raise ConfigError(f"base_config files include each other in a cycle: {cycle}",
-                              file=display_source(path), key="base_config", value=base_ref)
-        if not base.is_file():
-            what = "is a folder" if base.is_dir() else "does not exist"
+                              file=shown, key="base_config", value=base_ref)
+        if len(chain) >= MAX_CHAIN:
+            raise ConfigError(f"base_config chain longer than {MAX_CHAIN} files (from "
+                              f"{display_source(chain[0])})", file=shown, key="base_config")
+        info = file_status(base)
+        if info is None or not stat.S_ISREG(info.st_mode):
+            what = ("does not exist" if info is None else "is a folder" if stat.S_ISDIR(info.st_mode)
+                    else "is not a regular file")
             raise ConfigError(f"base config file {display_source(base)} {what}",
-                              file=display_source(path), key="base_config", value=base_ref)
-        loaded = _load(base, chain)
+                              file=shown, key="base_config", value=base_ref)
+        loaded = _load(base, chain, sections)
     deep_merge(loaded.data, raw, path, loaded.provenance)
     loaded.files.append(path)
     return loaded
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # --------------------------------------------------------------------------- overrides
@@ -346,14 +374,18 @@ def resolve_paths(data: dict[str, Any], provenance: Provenance,
                   keys: tuple[KeyPath, ...] = PATH_KEYS) -> None:
     """Make the relative paths under ``keys`` absolute, each against the directory of the file that wrote it.
 
-    Values that are not strings are left for validation to reject.
+    ``None`` and names such as ``default`` are left as they are; any other value that is not a path
+    (a number, a list, a string with a NUL byte, ``~user`` of an unknown user) is refused here.
     """
     for pattern in keys:
         for path in list(_matches(data, pattern)):
             value = _get(data, path)
-            if not isinstance(value, str) or not value.strip() or value in _NOT_PATHS:
+            if value is None or (isinstance(value, str) and value in _NOT_PATHS):
                 continue
-            resolved = Path(value).expanduser()
-            if not resolved.is_absolute():
-                resolved = provenance.base_dir(path) / resolved
-            _set(data, path, str(resolved.resolve()))
+            resolved = path_from_text(value, base_dir=provenance.base_dir(path), file=provenance.file_of(path),
+                                      key=format_key(path), what="a file or folder")
+            try:
+                resolved = resolved.resolve()
+            except (OSError, RuntimeError):   # a symlink loop: keep the path; opening it will say so
+                resolved = Path(os.path.abspath(resolved))
+            _set(data, path, str(resolved))

@@ -25,8 +25,9 @@ from threedb.sim.config.legacy import is_legacy, map_legacy
 from threedb.sim.config.loader import (
     KeyPath, Provenance, apply_overrides, format_key, load_chain, parse_key, resolve_paths,
 )
+from threedb.sim.config.values import check_values
 from threedb.sim.errors import ConfigError
-from threedb.sim.render.settings import RenderSettings
+from threedb.sim.render.settings import PassName, RenderSettings
 
 DEFAULT_POLICY: dict[str, Any] = {"type": "random", "samples": 10}
 
@@ -106,6 +107,28 @@ class PolicyConfig(BaseModel):
         return value
 
 
+class LoggingConfig(BaseModel):
+    """The ``logging:`` section: which jobs keep images, which extra passes are kept beside them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    log_images: Literal["all", "failures", "none"] = Field(
+        "all", description="keep the RGB image of every job, of misclassified/failed jobs only, or of none")
+    extra_passes: tuple[PassName, ...] = Field(
+        (), description="render passes (depth, mask, uv) kept beside the image; render.passes must produce them")
+    logger_modules: Optional[list[str]] = Field(
+        None, description="the original 3DB's loggers: accepted and ignored (threedb always writes details.log)")
+
+    @field_validator("extra_passes", mode="before")
+    @classmethod
+    def _passes(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            raise ValueError(f"must be a list of pass names (write [{value}] for just one)")
+        return value
+
+
 def _mapping_or_none(value: Any) -> Any:
     if value is not None and not isinstance(value, dict):
         raise ValueError("must be a mapping (or left out)")
@@ -124,7 +147,7 @@ class ExperimentSchema(BaseModel):
     policy: PolicyConfig = Field(default_factory=lambda: PolicyConfig(**DEFAULT_POLICY))
     inference: Optional[dict[str, Any]] = None
     evaluation: Optional[dict[str, Any]] = None
-    logging: Optional[dict[str, Any]] = None
+    logging: Optional[LoggingConfig] = None
 
     @field_validator("assets", "render", mode="before")
     @classmethod
@@ -144,6 +167,10 @@ class ExperimentSchema(BaseModel):
     @classmethod
     def _optional_mapping(cls, value: Any) -> Any:
         return _mapping_or_none(value)
+
+
+#: The top-level keys a run config may have: ours and the original 3DB's (mapped by .legacy).
+CONFIG_SECTIONS = frozenset(ExperimentSchema.model_fields) | {"render_args"}
 
 
 # --------------------------------------------------------------------------- the experiment
@@ -190,7 +217,7 @@ def load_config(path: str | Path, *, overrides: Mapping[str, Any] | None = None)
     values applied last, as if written on the command line. Raises
     :class:`~threedb.sim.errors.ConfigError` naming the file, key path and expected value.
     """
-    loaded = load_chain(path)
+    loaded = load_chain(path, sections=CONFIG_SECTIONS)
     return _build(loaded.data, loaded.provenance, source=loaded.files[-1], files=loaded.files,
                   overrides=overrides)
 
@@ -217,17 +244,20 @@ def experiment_from_dict(data: Mapping[str, Any], *, source: str | Path | None =
 
 def _build(data: dict[str, Any], prov: Provenance, *, source: Path, files: list[Path],
            overrides: Mapping[str, Any] | None) -> Experiment:
+    check_values(data, prov)
     notes = map_legacy(data, prov) if is_legacy(data) else []
     if "policy" not in data:  # so that an override such as policy.samples=5 refines the default
         data["policy"] = copy.deepcopy(DEFAULT_POLICY)
     if overrides:
         apply_overrides(data, prov, overrides)
+        check_values(data, prov)
     resolve_paths(data, prov)
     try:
         schema = ExperimentSchema.model_validate(data)
     except ValidationError as exc:
         raise config_error_from_validation(exc, prov, data) from None
     controls = _resolve_controls(schema.controls, prov)
+    logging = schema.logging.model_dump(mode="json", exclude_none=True) if schema.logging is not None else None
     resolved = _plain({
         "seed": schema.seed,
         "assets": schema.assets.model_dump(mode="json"),
@@ -236,11 +266,11 @@ def _build(data: dict[str, Any], prov: Provenance, *, source: Path, files: list[
         "policy": schema.policy.model_dump(mode="json"),
         "inference": schema.inference,
         "evaluation": schema.evaluation,
-        "logging": schema.logging,
+        "logging": logging,
     })
     return Experiment(source=source, files=list(files), seed=schema.seed, assets=schema.assets,
                       render=schema.render, controls=controls, policy=schema.policy.model_dump(),
-                      inference=schema.inference, evaluation=schema.evaluation, logging=schema.logging,
+                      inference=schema.inference, evaluation=schema.evaluation, logging=logging,
                       notes=notes, resolved=resolved)
 
 

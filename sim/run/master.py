@@ -23,10 +23,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from threedb.sim.errors import ConfigError, ThreeDBError
+from threedb.sim.errors import ThreeDBError
 from threedb.sim.jobs import make_job
 from threedb.sim.run.messages import MessageError
 from threedb.sim.run.messages import parse as parse_message
+from threedb.sim.run.preflight import check_run
 from threedb.sim.run.progress import Progress
 from threedb.sim.store import RunStore, read_rows
 from threedb.sim.transport import MasterEndpoint
@@ -66,42 +67,19 @@ class Master:
     def __init__(self, prepared: Any, run_dir: str | Path, endpoint: MasterEndpoint, *, resume: bool = False,
                  lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S, max_attempts: int = MAX_ATTEMPTS,
                  progress: Progress | None = None, command: list[str] | None = None) -> None:
-        from threedb.evaluators.base import load_evaluator
-        from threedb.evaluators.models import load_label_map
-        from threedb.policies.registry import make_policy
-
         exp = prepared.experiment
+        plan = check_run(prepared)   # before anything is written: a config error leaves no run directory
         self.exp = exp
         self.endpoint = endpoint
         self.lease_timeout_s = lease_timeout_s
         self.max_attempts = max_attempts
-        if bool(exp.inference) != bool(exp.evaluation):
-            raise ConfigError("a run needs both inference: and evaluation: sections (or neither, to only "
-                              "render and log)", file=exp.source,
-                              key="evaluation" if exp.inference else "inference")
         #: No model: renders are logged as they arrive (e.g. to make a training set).
-        self.render_only = not exp.inference
+        self.render_only = plan.render_only
         self.base_dir = Path(exp.source).parent
-        class_names: list[str] = []
-        output_keys: tuple[str, ...] = ()
-        output_type = "classes"
-        needs: tuple[str, ...] = ()
-        if self.render_only:
-            # the objects' class names, in config order: what a dataset exported from this run uses
-            class_names = list(dict.fromkeys(o.asset.class_name for o in prepared.objects))
-        else:
-            evaluator = load_evaluator(exp.evaluation, base_dir=self.base_dir, file=exp.source)
-            evaluator.check_objects([o.asset.uid for o in prepared.objects])
-            output_keys, output_type, needs = evaluator.output_names(), evaluator.output_type, evaluator.needs
-        if exp.inference and exp.inference.get("label_map"):
-            path = Path(exp.inference["label_map"])
-            class_names = load_label_map(path if path.is_absolute() else self.base_dir / path,
-                                         file=exp.source, key="inference.label_map")
-        logcfg = dict(exp.logging or {})
-        self.extra_passes = tuple(logcfg.get("extra_passes", ()))
-        self.send_passes = sorted(set(needs) | set(self.extra_passes))
-        kwargs = dict(output_keys=output_keys, output_type=output_type,
-                      class_names=class_names, log_images=logcfg.get("log_images", "all"),
+        self.extra_passes = plan.extra_passes
+        self.send_passes = sorted(set(plan.needs) | set(self.extra_passes))
+        kwargs = dict(output_keys=plan.output_keys, output_type=plan.output_type,
+                      class_names=plan.class_names, log_images=plan.log_images,
                       extra_passes=self.extra_passes, config=exp.resolved, seed=exp.seed, command=command)
         self.store = RunStore.open(run_dir, **kwargs) if resume else RunStore(run_dir, **kwargs)
         self.logged_scores: dict[str, float] = {}
@@ -110,9 +88,8 @@ class Master:
                 ok = row.get("status") == "ok" and row.get("is_correct") is not None
                 self.logged_scores[str(row["id"])] = (1.0 if row["is_correct"] else 0.0) if ok else math.nan
         self.done = self.store.done_ids()
-        self.pairs = [Pair(env, obj, make_policy(exp.policy, prepared.space, seed=exp.seed, file=exp.source,
-                                                 pair=f"{env.name}/{obj.asset.uid}"))
-                      for env in prepared.environments for obj in prepared.objects]
+        pairs = [(env, obj) for env in prepared.environments for obj in prepared.objects]
+        self.pairs = [Pair(env, obj, policy) for (env, obj), policy in zip(pairs, plan.policies)]
         totals = [p.policy.total() for p in self.pairs]
         self.total = sum(totals) if all(t is not None for t in totals) else None
         self.controls = exp.controls
@@ -126,7 +103,7 @@ class Master:
         self.leased: set[str] = set()
         self.workers: dict[str, Worker] = {}
         self.dropped = 0   #: well-framed messages that broke the protocol (see .messages)
-        self.batch_size = int((exp.inference or {}).get("batch_size") or 16)
+        self.batch_size = plan.batch_size
         #: Renders held for evaluation at most; beyond it render workers wait (bounded memory).
         self.max_rendered = max(4 * self.batch_size, 32)
         self.fatal: str | None = None
