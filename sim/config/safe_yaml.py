@@ -47,8 +47,9 @@ class BoundedLoader(yaml.SafeLoader):
             raise
         except (ValueError, TypeError, KeyError, OverflowError, AttributeError) as exc:
             tag = node.tag.rsplit(":", 1)[-1] if node.tag.startswith("tag:yaml.org") else node.tag
-            value = node.value if isinstance(node, yaml.ScalarNode) else f"a {type(node).__name__[:-4].lower()}"
-            raise YAMLLimitError(None, None, f"cannot read {value!r} as {tag}: {_reason(exc)}",
+            value = repr(node.value) if isinstance(node, yaml.ScalarNode) else f"a {type(node).__name__[:-4].lower()}"
+            value = value if len(value) <= 60 else value[:60] + "..."
+            raise YAMLLimitError(None, None, f"cannot read {value} as {tag}: {_reason(exc)}",
                                  node.start_mark) from None
 
 
