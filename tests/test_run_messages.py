@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 import time
 
 import numpy as np
@@ -139,12 +140,35 @@ def test_a_live_master_drops_hostile_messages_and_its_results_match_a_clean_run(
         messages = hostile_messages(seed=0, n=300)
         for header, arrays in messages:   # raw frames: the peer's own encoder would refuse some of them
             peer._send_parts(encode(header, arrays), 5.0, "a hostile message")
+        # a peer that floods 10,000 hellos without reading a reply, then closes (it aborted libzmq, and
+        # stalled the master ~2 s per reply): it is throttled and costs the real workers nothing
+        flooder = PeerEndpoint(run.address(), client_secret_key=secret, server_public_key=public)
+        hello = encode({"v": 1, "type": "hello", "wid": "flood", "role": "render"}, {})
+        for _ in range(10_000):
+            flooder._send_parts(hello, 5.0, "a hello")
+        flooder.close()
         result = run.finish()
     finally:
         peer.close()
     # each hostile message is dropped by the schema or, earlier, by the transport (e.g. a non-string type)
     assert result["dropped"] >= len(CRASHERS) + 2 and result["dropped"] + result["rejected"] >= len(messages) + 2
     assert "Traceback" not in run.stderr
+    assert result["throttled"] > 5_000
+    assert not re.search(r"worker (render|evaluator)-\S+ silent", run.stderr), run.stderr[-2000:]
     clean_rows = sorted((tmp_path / "clean" / "details.log").read_text().splitlines())
     attacked_rows = sorted((tmp_path / "attacked" / "details.log").read_text().splitlines())
     assert attacked_rows == clean_rows   # every job once, each row byte for byte the clean run's
+
+
+def test_each_peer_has_its_own_message_budget():
+    from threedb.sim.run.peer_limits import PeerLimiter
+
+    now = [0.0]
+    limiter = PeerLimiter(rate=2.0, burst=3.0, clock=lambda: now[0])
+    assert [limiter.allow(b"a") for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow(b"b")                     # another peer is not affected
+    now[0] += 1.0                                  # two tokens a second come back
+    assert [limiter.allow(b"a") for _ in range(3)] == [True, True, False]
+    assert limiter.throttled == 2
+    with pytest.raises(ValueError):
+        PeerLimiter(rate=0)

@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
                         max_attempts=args.max_attempts, progress=Progress(None),
                         command=list(sys.argv))
         master.progress = Progress(master.total, already=len(master.done),
-                                   held=None if master.render_only else lambda: len(master.rendered))
+                                   held=None if master.render_only else lambda: len(master.rendered),
+                                   overdue=master.overdue)
         address = f"tcp://{'127.0.0.1' if endpoint.host in ('*', '0.0.0.0') else endpoint.host}:{endpoint.port}"
         joining = (f"; other workers on this machine join with --key {run_keys.worker_secret} --server-key "
                    f"{run_keys.master_public}" if run_keys is not None else "")

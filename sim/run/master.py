@@ -27,6 +27,7 @@ from threedb.sim.errors import ThreeDBError
 from threedb.sim.jobs import make_job
 from threedb.sim.run.messages import MessageError
 from threedb.sim.run.messages import parse as parse_message
+from threedb.sim.run.peer_limits import PeerLimiter
 from threedb.sim.run.preflight import check_run
 from threedb.sim.run.progress import Progress
 from threedb.sim.store import RunStore, read_rows
@@ -35,6 +36,9 @@ from threedb.sim.transport import MasterEndpoint
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_TIMEOUT_S = 10.0
+#: A render is shown as overdue past this multiple of the slowest recent render (and this many seconds).
+OVERDUE_FACTOR = 3.0
+OVERDUE_FLOOR_S = 10.0
 MAX_ATTEMPTS = 2
 
 
@@ -57,6 +61,7 @@ class Worker:
     peer: bytes
     last_seen: float
     job: str | None = None                    #: render worker: the job id it holds
+    job_since: float = 0.0                    #: when it was given that job (monotonic)
     batch: list[str] = field(default_factory=list)   #: evaluator: job ids it holds
     env: str | None = None
 
@@ -103,6 +108,10 @@ class Master:
         self.leased: set[str] = set()
         self.workers: dict[str, Worker] = {}
         self.dropped = 0   #: well-framed messages that broke the protocol (see .messages)
+        self.limiter = PeerLimiter()   #: a flooding peer is ignored, not answered
+        self.unsent = 0    #: replies dropped because their peer's queue was full (it re-asks)
+        #: Seconds from handing out a job to its result, for the last renders (what "overdue" compares to).
+        self.render_times: collections.deque[float] = collections.deque(maxlen=32)
         self.batch_size = plan.batch_size
         #: Renders held for evaluation at most; beyond it render workers wait (bounded memory).
         self.max_rendered = max(4 * self.batch_size, 32)
@@ -111,6 +120,18 @@ class Master:
         self.replayed = 0
         #: High-water mark of renders held awaiting evaluation (never above max_rendered).
         self.max_held = 0
+
+    def overdue(self) -> tuple[int, float]:
+        """``(jobs, longest seconds)`` of renders running past :data:`OVERDUE_FACTOR` times the slowest recent
+        one (at least :data:`OVERDUE_FLOOR_S`), or past half the time at which their worker will kill them
+        (``render.job_timeout`` on the same measurements), whichever comes first: what the progress line shows
+        while a hung render waits to be killed and re-issued."""
+        recent = list(self.render_times)
+        kill_at = self.exp.render.job_timeout.seconds(recent)
+        limit = min(max(OVERDUE_FACTOR * max(recent, default=0.0), OVERDUE_FLOOR_S), kill_at / 2)
+        now = time.monotonic()
+        late = [now - w.job_since for w in self.workers.values() if w.job is not None and now - w.job_since > limit]
+        return len(late), max(late, default=0.0)
 
     # ------------------------------------------------------------------------------ job generation
     def _propose(self, pair: Pair, n: int) -> list[str]:
@@ -193,10 +214,12 @@ class Master:
 
     def _reply(self, worker: Worker, header: dict[str, Any], seq: Any,
                arrays: dict[str, np.ndarray] | None = None, *, quiet: bool = False) -> None:
+        # never wait on one peer: a full queue means it does not read (workers re-send unanswered requests)
         try:
-            self.endpoint.send(worker.peer, {**header, "seq": seq}, arrays, timeout=2.0)
+            self.endpoint.send(worker.peer, {**header, "seq": seq}, arrays, timeout=0.0)
         except ThreeDBError as exc:
-            (log.debug if quiet else log.warning)("cannot reach %s: %s", worker.wid, exc)
+            self.unsent += 1
+            (log.debug if quiet or self.unsent > 10 else log.warning)("cannot reach %s: %s", worker.wid, exc)
 
     def _release(self, worker: Worker, count_attempt: bool, reason: str) -> None:
         if worker.job is not None:
@@ -213,7 +236,10 @@ class Master:
             worker.batch = []
 
     def handle(self, peer: bytes, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        """Serve one message; one that breaks the protocol (:mod:`.messages`) is dropped, counted and logged."""
+        """Serve one message; one that breaks the protocol (:mod:`.messages`) is dropped, counted and logged,
+        and so is one beyond its peer's message budget (:mod:`.peer_limits`)."""
+        if not self.limiter.allow(peer):
+            return
         try:
             message = parse_message(header, arrays, resolution=tuple(self.exp.render.resolution),
                                     passes=self.send_passes)
@@ -248,6 +274,7 @@ class Master:
             job_id = message.job_id
             if worker.job == job_id:
                 worker.job = None
+                self.render_times.append(now - worker.job_since)
             if self.render_only and job_id in self.jobs:
                 frames = dict(arrays)
                 rgb = frames.pop("rgb")
@@ -302,7 +329,7 @@ class Master:
             if job_id is None:
                 self._reply(worker, {"type": "wait", "retry_s": 0.2}, seq)
                 return
-            worker.job = job_id
+            worker.job, worker.job_since = job_id, time.monotonic()
             self.leased.add(job_id)
             worker.env = self.jobs[job_id]["environment"]["name"]
             self._reply(worker, {"type": "job", "job": self.jobs[job_id]}, seq)
@@ -361,6 +388,7 @@ class Master:
         self.progress.tick(force=True)
         return {"done": len(self.store.done_ids()), "failed": len(self.store.failed_ids()),
                 "rejected": self.endpoint.rejected, "dropped": self.dropped, "replayed": self.replayed,
+                "throttled": self.limiter.throttled, "unsent": self.unsent,
                 "max_held": self.max_held}
 
     def shutdown(self, grace_s: float = 2.0) -> None:

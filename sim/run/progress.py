@@ -41,12 +41,15 @@ class Progress:
 
     :meth:`rendered` counts a render, :meth:`update` a recorded job, :meth:`tick` refreshes the
     display (the master calls it often), ``tick(force=True)`` draws the final state and ends the bar.
-    ``held()``, when given, returns how many renders await evaluation (shown as well).
+    ``held()``, when given, returns how many renders await evaluation (shown as well); ``overdue()``
+    returns ``(jobs, longest seconds)`` of renders running far longer than recent ones (shown when any).
     """
 
     def __init__(self, total: int | None, *, already: int = 0, stream: TextIO | None = None,
-                 every_s: float = 5.0, bar: bool | None = None, held: Callable[[], int] | None = None) -> None:
+                 every_s: float = 5.0, bar: bool | None = None, held: Callable[[], int] | None = None,
+                 overdue: Callable[[], tuple[int, float]] | None = None) -> None:
         self.held = held
+        self.overdue = overdue
         self.total, self.already = total, already
         self.ok = self.failed = self.renders = 0
         self.stream = stream or sys.stderr
@@ -88,7 +91,12 @@ class Progress:
                 f"ETA {eta}, {self.failed} failed{self._held_text()}, {elapsed:.0f} s elapsed")
 
     def _held_text(self) -> str:
-        return "" if self.held is None else f", {self.held()} awaiting evaluation"
+        text = "" if self.held is None else f", {self.held()} awaiting evaluation"
+        if self.overdue is not None:
+            late, longest = self.overdue()
+            if late:
+                text += f", {late} render{'s' if late > 1 else ''} overdue ({longest:.0f} s)"
+        return text
 
     def _get_bar(self) -> Any:
         if self._bar is None:
