@@ -30,6 +30,8 @@ def kind(path: Path) -> str:
         return "certify"
     if "verification" in data and "output" in data:
         return "verify"
+    if "groups" in data and "target" in data and "output" in data:
+        return "project"
     return "experiment"
 
 
@@ -66,8 +68,15 @@ def test_verify_config_loads(name):
     assert load_verify_config(CONFIGS / name).schema.verification.eps >= 0
 
 
+@pytest.mark.parametrize("name", of_kind("project"))
+def test_project_config_loads(name):
+    from threedb.evaluators.project.config import load_project_config
+
+    assert load_project_config(CONFIGS / name).schema.groups.type
+
+
 def test_every_kind_is_shipped():
-    assert {"experiment", "training", "attack", "certify", "verify"} <= set(KINDS.values())
+    assert {"experiment", "training", "attack", "certify", "verify", "project"} <= set(KINDS.values())
 
 
 def test_quickstart_has_704_distinct_jobs():

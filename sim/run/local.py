@@ -14,7 +14,9 @@ import sys
 import time
 from typing import Sequence
 
+from threedb.sim.errors import ConfigError
 from threedb.sim.run.master import DEFAULT_LEASE_TIMEOUT_S, MAX_ATTEMPTS, Master
+from threedb.sim.run.preflight import check_run, describe_plan
 from threedb.sim.run.progress import Progress, format_summary, summarize
 from threedb.sim.run.run_keys import RunKeys
 from threedb.sim.run.supervisor import Supervisor
@@ -38,6 +40,14 @@ def run(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     experiment = load_config(args.config, overrides=overrides)
     prepared = prepare(experiment)
+    for note in experiment.notes:   # what the original-3DB mapping changed or dropped
+        print(f"note: {note}", file=sys.stderr)
+    if args.dry_run:
+        plan = check_run(prepared)
+        print(describe_plan(prepared, plan))
+        return 0
+    if not args.out:
+        raise ConfigError("threedb run needs --out RUN_DIR (or --dry-run to only check the config)")
     key, authorized, run_keys = args.key, args.authorized_keys, None
     if args.key is None and not args.no_local_auth and is_loopback(args.host):
         run_keys = RunKeys.create()   # every peer authenticates, on loopback too: per-run CURVE keys
@@ -106,7 +116,10 @@ def run(args: argparse.Namespace) -> int:
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="threedb run", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="experiment config (YAML)")
-    parser.add_argument("--out", required=True, help="run directory (details.log, images/, ...)")
+    parser.add_argument("--out", help="run directory (details.log, images/, ...); required unless --dry-run")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check everything a run would (config, assets, model, evaluator, maps, plugins) and "
+                             "print the jobs and the search space; render nothing, create no run directory")
     parser.add_argument("--render-workers", type=int, default=1, help="local render workers (default 1)")
     parser.add_argument("--evaluators", type=int, default=1, help="local evaluator workers (default 1)")
     parser.add_argument("--device", default=None, help="evaluator device: auto, cpu, cuda (default: config's, else auto)")

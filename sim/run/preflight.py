@@ -84,6 +84,30 @@ def check_run(prepared: Any, *, load_model_check: bool = True) -> RunPlan:
                    extra_passes=tuple(logging.get("extra_passes", ())), batch_size=batch_size, policies=policies)
 
 
+def describe_plan(prepared: Any, plan: RunPlan) -> str:
+    """What ``threedb run --dry-run`` prints: the jobs a run would make and every control parameter, one
+    line each: ``searched`` with its range or choices, or ``fixed`` with its value."""
+    from threedb.controls.params import Choices, Fixed, Range
+
+    totals = [policy.total() for policy in plan.policies]
+    jobs = str(sum(totals)) if all(t is not None for t in totals) else "open-ended (the policy decides)"
+    exp = prepared.experiment
+    lines = [f"{jobs} jobs: {len(prepared.environments)} environments x {len(prepared.objects)} objects, policy "
+             f"{exp.policy['type']}; " + ("render only (no model)" if plan.render_only else
+                                          f"evaluated in batches of {plan.batch_size}"),
+             f"search space: {prepared.space.ndim} searched parameters"]
+    for spec in exp.controls:
+        for name, domain in spec.domains.items():
+            if isinstance(domain, Range):
+                what = f"searched  [{domain.low:g}, {domain.high:g}]"
+            elif isinstance(domain, Choices):
+                what = f"searched  {{{', '.join(map(repr, domain.values))}}}"
+            else:
+                what = f"fixed     {domain.value!r}" if isinstance(domain, Fixed) else repr(domain)
+            lines.append(f"  {spec.name}.{name}: {what}")
+    return "\n".join(lines)
+
+
 def _check_model(exp: Any, base_dir: Path) -> None:
     """Build the model and the evaluator as an evaluator worker will, on the CPU, and drop them."""
     from threedb.sim.errors import ThreeDBError
@@ -100,4 +124,4 @@ def _check_model(exp: Any, base_dir: Path) -> None:
                           file=display_source(Path(exp.source)), key="inference") from None
 
 
-__all__ = ["MAX_BATCH_SIZE", "RunPlan", "check_run"]
+__all__ = ["MAX_BATCH_SIZE", "RunPlan", "check_run", "describe_plan"]
