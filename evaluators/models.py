@@ -408,6 +408,12 @@ def _build_module(source: str, spec: Mapping[str, Any], args: dict[str, Any], ba
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         params = {}
+    if "weights" in params:
+        # torchvision >= 0.13 builders take weights=None instead of the old pretrained=False (the form the
+        # refusal of pretrained: true suggests, and the original 3DB's configs use): drop the old flag
+        for old in _DOWNLOAD_ARGS:
+            if old not in params and args.get(old) is False:
+                del args[old]
     if "weights" in params and "weights" not in args:
         args["weights"] = None  # never a download
     if "weights_backbone" in params and "weights_backbone" not in args:

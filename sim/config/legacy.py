@@ -22,6 +22,7 @@ Mapping:
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from threedb.controls.params import closest_name
@@ -68,9 +69,30 @@ def is_legacy(data: dict[str, Any]) -> bool:
     return bool(legacy_reasons(data))
 
 
-def map_legacy(data: dict[str, Any], provenance: Provenance) -> list[str]:
-    """Rewrite an original-3DB config into our schema, in place; return notes on what changed."""
-    notes = [f"original 3DB config ({', '.join(legacy_reasons(data))}): mapped to the threedb schema"]
+def normalize_file(raw: dict[str, Any], path: Path) -> list[str]:
+    """Map one file's original-3DB sections (``render_args``, ``policy.module``) before it is merged with
+    its base or child, so that the two forms merge as the same keys (a child's ``policy: {module:
+    ...grid_search}`` then replaces a base's ``policy: {type: random}``; see ``loader.PLUGIN_BLOCKS``)."""
+    reasons = [r for r in legacy_reasons(raw) if not r.startswith("controls[")]
+    if not reasons:
+        return []
+    provenance = Provenance()
+    for key, value in raw.items():
+        provenance.record((key,), value, path)
+    notes = []
+    if "render_args" in raw:
+        notes += _map_render_args(raw, provenance)
+    if isinstance(raw.get("policy"), dict) and "module" in raw["policy"]:
+        notes += _map_policy(raw, provenance)
+    return [f"{path.name}: original 3DB {', '.join(reasons)}"] + notes
+
+
+def map_legacy(data: dict[str, Any], provenance: Provenance, mapped: list[str] | None = None) -> list[str]:
+    """Rewrite an original-3DB config into our schema, in place; return notes on what changed.
+
+    ``mapped`` holds the notes of :func:`normalize_file` for the files already mapped one by one."""
+    reasons = legacy_reasons(data) + (["render_args or policy.module in its files"] if mapped else [])
+    notes = [f"original 3DB config ({', '.join(reasons)}): mapped to the threedb schema"] + list(mapped or [])
     if "render_args" in data:
         notes += _map_render_args(data, provenance)
     if isinstance(data.get("policy"), dict) and "module" in data["policy"]:
@@ -178,4 +200,4 @@ def _map_policy(data: dict[str, Any], prov: Provenance) -> list[str]:
 
 
 __all__ = ["LEGACY_POLICIES", "LEGACY_CONTROL_PACKAGES", "LEGACY_RENDER_KEYS", "is_legacy",
-           "legacy_reasons", "map_legacy"]
+           "legacy_reasons", "map_legacy", "normalize_file"]

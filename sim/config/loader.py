@@ -15,7 +15,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, Callable, Iterator, Mapping, Union
 
 import yaml
 
@@ -212,17 +212,63 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- merging
 
+#: Blocks that name a plugin: ``(alternative source keys, keys that refine the source)``. When a file
+#: (or ``--set``) changes a block's plugin, its block replaces the base's instead of merging into it, as
+#: the original 3DB's (shallow) inheritance did: ``grid`` must not inherit ``random``'s ``samples``.
+PLUGIN_BLOCKS: dict[KeyPath, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    ("policy",): (("type", "module", "file"), ()),
+    ("inference",): (("torchvision", "module", "file", "torchscript", "onnx"), ("class",)),
+    ("evaluation",): (("type", "module", "file"), ("class",)),
+}
+
+
+def plugin_change(path: KeyPath, base: Mapping[Any, Any], child: Mapping[Any, Any]) -> dict[str, Any] | None:
+    """``None`` when ``child`` refines the plugin block ``base`` at ``path`` (the two merge); otherwise what
+    is kept of ``base`` when ``child`` replaces it: nothing when the source changes (``type``, ``module``,
+    ``file``, ...), the source when only ``class`` changes (``class: resnet50`` keeps ``module:``)."""
+    if path not in PLUGIN_BLOCKS:
+        return None
+    sources, refiners = PLUGIN_BLOCKS[path]
+
+    def picked(block: Mapping[Any, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+        return {k: block[k] for k in keys if k in block and block[k] is not None}
+
+    child_source, base_source = picked(child, sources), picked(base, sources)
+    if child_source and child_source != base_source:
+        return {}
+    child_refined = picked(child, refiners)
+    if child_refined and child_refined != {k: base.get(k) for k in child_refined}:
+        return base_source
+    return None
+
+
 def deep_merge(target: dict[Any, Any], data: Mapping[Any, Any], source: Source,
                provenance: Provenance, prefix: KeyPath = ()) -> None:
-    """Merge ``data`` into ``target`` in place: mappings merge recursively, anything else replaces."""
+    """Merge ``data`` into ``target`` in place: mappings merge recursively, anything else replaces; a
+    plugin block whose plugin changes replaces the base's (:func:`plugin_change`)."""
     for key, value in data.items():
         path = prefix + (key,)
         if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            kept = plugin_change(path, target[key], value)
+            if kept is not None:
+                replace_block(target, key, value, kept, source, provenance, path)
+                continue
             provenance.touch(path, source)
             deep_merge(target[key], value, source, provenance, path)
         else:
             target[key] = copy.deepcopy(value)
             provenance.record(path, value, source)
+
+
+def replace_block(parent: dict[Any, Any], key: Any, value: Mapping[Any, Any], kept: Mapping[str, Any],
+                  source: Source, provenance: Provenance, path: KeyPath) -> None:
+    """``parent[key] = kept + value``: ``kept``'s keys keep their provenance, the rest is ``source``'s."""
+    kept_origins = {k: provenance.source_of(path + (k,)) for k in kept}
+    parent[key] = {**copy.deepcopy(dict(kept)), **copy.deepcopy(dict(value))}
+    provenance.record(path, parent[key], source)
+    for k, origin in kept_origins.items():
+        if k not in value and origin is not None:
+            provenance.record(path + (k,), kept[k], origin)
 
 
 @dataclass
@@ -232,23 +278,32 @@ class LoadedConfig:
     data: dict[str, Any]          #: the merged mapping, ``base_config`` removed
     provenance: Provenance
     files: list[Path]             #: the inheritance chain in merge order: root base first, the file itself last
+    notes: list[str] = field(default_factory=list)   #: what ``normalize`` changed, file by file
 
 
-def load_chain(path: str | Path, *, sections: frozenset[str] | None = None) -> LoadedConfig:
+#: Rewrites one file's mapping in place before it is merged (e.g. original-3DB forms); returns notes.
+Normalizer = Callable[[dict[str, Any], Path], list[str]]
+
+
+def load_chain(path: str | Path, *, sections: frozenset[str] | None = None,
+               normalize: Normalizer | None = None) -> LoadedConfig:
     """Load ``path`` and, recursively, its ``base_config``; merge root-first (later files win).
 
     With ``sections`` (the top-level keys the caller's schema knows), a non-empty *base* file none of
     whose top-level keys is one of them is refused as "not a config" without echoing its keys: a shared
     config's ``base_config: /etc/shadow`` must not print that file's first line in an unknown-key error.
+    ``normalize`` rewrites each file before it is merged, so that a child and its base written in
+    different forms (``policy.module`` vs ``policy.type``) merge as the same keys.
     """
-    return _load(Path(path).expanduser().absolute(), (), sections)
+    return _load(Path(path).expanduser().absolute(), (), sections, normalize)
 
 
 #: Longest ``base_config`` chain (the file itself included); real configs use two or three.
 MAX_CHAIN = 32
 
 
-def _load(path: Path, stack: tuple[Path, ...], sections: frozenset[str] | None) -> LoadedConfig:
+def _load(path: Path, stack: tuple[Path, ...], sections: frozenset[str] | None,
+          normalize: Normalizer | None) -> LoadedConfig:
     path = Path(os.path.normpath(path))
     raw = read_yaml(path)
     shown = display_source(path)
@@ -278,7 +333,9 @@ def _load(path: Path, stack: tuple[Path, ...], sections: frozenset[str] | None) 
                     else "is not a regular file")
             raise ConfigError(f"base config file {display_source(base)} {what}",
                               file=shown, key="base_config", value=base_ref)
-        loaded = _load(base, chain, sections)
+        loaded = _load(base, chain, sections, normalize)
+    if normalize is not None:
+        loaded.notes.extend(normalize(raw, path))
     deep_merge(loaded.data, raw, path, loaded.provenance)
     loaded.files.append(path)
     return loaded
@@ -325,8 +382,17 @@ def apply_overrides(data: dict[str, Any], provenance: Provenance, overrides: Map
             raise ConfigError(f"cannot set {text!r}: {format_key(path[:-1])} is not a mapping",
                               file=COMMAND_LINE, key=format_key(path))
         elif isinstance(value, Mapping) and isinstance(node.get(last), dict):
+            kept = plugin_change(path, node[last], value)
+            if kept is not None:
+                replace_block(node, last, value, kept, COMMAND_LINE, provenance, path)
+                continue
             provenance.touch(path, COMMAND_LINE)
             deep_merge(node[last], value, COMMAND_LINE, provenance, path)
+        elif path[:-1] in PLUGIN_BLOCKS and plugin_change(path[:-1], node, {last: value}) is not None:
+            # --set policy.type=grid: the block starts afresh (keeping its source for a new class)
+            parent = _get(data, path[:-2]) if len(path) > 2 else data
+            kept = plugin_change(path[:-1], node, {last: value}) or {}
+            replace_block(parent, path[-2], {last: value}, kept, COMMAND_LINE, provenance, path[:-1])
         else:
             node[last] = copy.deepcopy(value)
             provenance.record(path, value, COMMAND_LINE)

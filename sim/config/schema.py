@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from threedb.controls.registry import BUILTIN_CONTROLS, ControlSpec, resolve_control
-from threedb.sim.config.legacy import is_legacy, map_legacy
+from threedb.sim.config.legacy import is_legacy, map_legacy, normalize_file
 from threedb.sim.config.loader import (
     KeyPath, Provenance, apply_overrides, format_key, load_chain, parse_key, resolve_paths,
 )
@@ -217,9 +217,9 @@ def load_config(path: str | Path, *, overrides: Mapping[str, Any] | None = None)
     values applied last, as if written on the command line. Raises
     :class:`~threedb.sim.errors.ConfigError` naming the file, key path and expected value.
     """
-    loaded = load_chain(path, sections=CONFIG_SECTIONS)
+    loaded = load_chain(path, sections=CONFIG_SECTIONS, normalize=normalize_file)
     return _build(loaded.data, loaded.provenance, source=loaded.files[-1], files=loaded.files,
-                  overrides=overrides)
+                  overrides=overrides, mapped=loaded.notes)
 
 
 def experiment_from_dict(data: Mapping[str, Any], *, source: str | Path | None = None,
@@ -243,9 +243,9 @@ def experiment_from_dict(data: Mapping[str, Any], *, source: str | Path | None =
 
 
 def _build(data: dict[str, Any], prov: Provenance, *, source: Path, files: list[Path],
-           overrides: Mapping[str, Any] | None) -> Experiment:
+           overrides: Mapping[str, Any] | None, mapped: list[str] | None = None) -> Experiment:
     check_values(data, prov)
-    notes = map_legacy(data, prov) if is_legacy(data) else []
+    notes = map_legacy(data, prov, mapped) if mapped or is_legacy(data) else []
     if "policy" not in data:  # so that an override such as policy.samples=5 refines the default
         data["policy"] = copy.deepcopy(DEFAULT_POLICY)
     if overrides:
