@@ -50,3 +50,67 @@ def test_render_args_of_a_base_are_refined_by_a_child(tmp_path: Path) -> None:
     child = write(tmp_path / "child.yaml", "base_config: base.yaml\nrender_args: {samples: 4}\n")
     exp = load_config(child)
     assert exp.render.resolution == (256, 256) and exp.render.samples == 4
+
+
+LEGACY_HEAD = f"""base_config: {QUICKSTART}
+policy: {{module: threedb.policies.random_search, samples: 2}}
+"""
+
+
+def legacy(tmp_path: Path, controls: str):
+    from threedb.sim.config import load_config as load
+
+    return load(write(tmp_path / "legacy.yaml", LEGACY_HEAD + "controls:\n" + controls))
+
+
+def test_a_plain_list_is_a_set_of_choices_and_a_parenthesised_value_a_number(tmp_path: Path) -> None:
+    from threedb.controls.params import Choices, Fixed
+
+    exp = legacy(tmp_path, "  - module: threedb.controls.preprocessing.imagenet_c\n"
+                           "    corruption_name: fog\n    severity: [1, 2, 3, 4, 5]\n"
+                           "  - module: threedb.controls.blender.camera\n    zoom_factor: (0.9)\n"
+                           "    view_point_x: 0\n    view_point_y: -1\n    view_point_z: 0.3\n    aperture: 8\n"
+                           "    focal_length: 50\n")
+    corruption, camera = exp.controls
+    assert corruption.domains["severity"] == Choices((1, 2, 3, 4, 5))
+    assert camera.domains["zoom_factor"] == Fixed(0.9)
+
+
+def test_parameters_left_out_are_searched_over_the_original_domains(tmp_path: Path) -> None:
+    from threedb.controls.params import Choices, Range
+
+    exp = legacy(tmp_path, "  - module: threedb.controls.blender.camera\n    view_point_z: (0, 1)\n"
+                           "  - module: threedb.controls.blender.mug_liquid\n"
+                           "  - module: threedb.controls.blender.material\n")
+    camera, liquid, material = exp.controls
+    assert camera.domains["zoom_factor"] == Range(0.5, 2.0) and camera.domains["aperture"] == Range(1.0, 32.0)
+    assert camera.domains["focal_length"] == Range(10.0, 400.0) and camera.domains["view_point_x"] == Range(-1, 1)
+    assert liquid.domains["ratio_milk"] == Range(0.0, 1.0) and liquid.domains["ratio_coffee"] == Range(0.0, 1.0)
+    assert isinstance(material.domains["material"], Choices) and "zebra" in material.domains["material"].values
+    notes = "\n".join(exp.notes)
+    assert "controls[0]: original control module threedb.controls.blender.camera -> camera; also searched" in notes
+    assert "focal_length [10, 400]" in notes and "ratio_milk [0, 1]" in notes
+
+
+def test_the_original_domains_and_names_are_accepted(tmp_path: Path) -> None:
+    from threedb.controls.params import Choices, Fixed, Range
+
+    exp = legacy(tmp_path, "  - module: threedb.controls.blender.camera\n    zoom_factor: 0.3\n"
+                           "  - module: threedb.controls.blender.orientation\n    rotation_y: 3.35\n"
+                           "  - module: threedb.controls.blender.material\n"
+                           "    replacement_material: [keep_original, zebra.blend]\n"
+                           "  - module: threedb.controls.blender.occlusion\n    zoom: (0.01, 0.4)\n    scale: 0.5\n")
+    camera, orientation, material, occlusion = exp.controls
+    assert camera.domains["zoom_factor"] == Fixed(0.3) and orientation.domains["rotation_y"] == Fixed(3.35)
+    assert material.domains["material"] == Choices(("keep", "zebra"))
+    assert occlusion.domains["distance"] == Range(0.01, 0.4) and occlusion.domains["occluder_size"] == Fixed(0.5)
+    assert occlusion.domains["direction"] == Choices(tuple(range(8)))
+
+
+def test_our_own_entries_keep_their_meaning(tmp_path: Path) -> None:
+    """Only entries naming an original control module get the original's semantics."""
+    from threedb.controls.params import Fixed, Range
+
+    exp = legacy(tmp_path, "  - type: camera\n    zoom_factor: [0.5, 1.5]\n")
+    assert exp.controls[0].domains["zoom_factor"] == Range(0.5, 1.5)
+    assert exp.controls[0].domains["aperture"] == Fixed(8.0)

@@ -43,3 +43,25 @@ def test_run_without_out_says_so(tmp_path: Path) -> None:
                           text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2 and "--out RUN_DIR" in proc.stderr and "--dry-run" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_of_an_original_3db_config_prints_its_notes_and_searched_space(tmp_path: Path) -> None:
+    """The legacy mapping's notes are printed by ``threedb run`` (not only ``render``), and the parameters
+    the original would search are listed as searched."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_run import write_config
+
+    write_config(tmp_path)   # the tiny model in place of the original's downloaded ResNet-18
+    sets = {"inference": f"{{file: {ROOT / 'tests' / 'tiny_net.py'}, class: TinyNet, weights: {tmp_path / 'tiny.pt'}, "
+                         f"label_map: {tmp_path / 'classes.json'}, resolution: [32, 32]}}",
+            "evaluation.args.classmap_path": str(tmp_path / "map.json"),
+            "assets.objects": "[mug, duck]", "assets.environments": "[city]",
+            "controls[1].focal_length": "(10, 400)"}
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    proc = dry_run(str(ROOT / "configs" / "legacy_3db_example.yaml"), *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "note: original 3DB config" in proc.stderr
+    assert "note: controls[1]: original control module threedb.controls.blender.camera -> camera" in proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("6750 jobs: 1 environments x 2 objects, policy grid")   # 15^3 x 2
+    assert "  camera.focal_length: searched  [10, 400]" in lines and "  camera.aperture: fixed     8.0" in lines

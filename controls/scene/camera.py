@@ -21,7 +21,7 @@ class CameraControl(SceneControl):
         Param("view_point_x", "float", 0.0, "view direction, x component", low=-2.0, high=2.0),
         Param("view_point_y", "float", -1.0, "view direction, y component", low=-2.0, high=2.0),
         Param("view_point_z", "float", 0.35, "view direction, z component (up)", low=-2.0, high=2.0),
-        Param("zoom_factor", "float", 1.0, "> 1 moves closer than the fitted distance", low=0.5, high=2.0),
+        Param("zoom_factor", "float", 1.0, "> 1 moves closer than the fitted distance", low=0.2, high=2.0),
         Param("focal_length", "float", 50.0, "lens focal length (36 mm sensor)", low=10.0, high=400.0, unit="mm"),
         Param("aperture", "float", 8.0, "f-stop of the depth of field (smaller is blurrier)", low=1.0, high=32.0,
               unit="f-stop"),

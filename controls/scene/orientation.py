@@ -17,7 +17,7 @@ class OrientationControl(SceneControl):
     name = "orientation"
     params = tuple(
         Param(f"rotation_{axis}", "float", 0.0, f"rotation about the {axis.upper()} axis",
-              low=-math.pi, high=math.pi, unit="rad")
+              low=-2 * math.pi, high=2 * math.pi, unit="rad")   # the original 3DB accepted angles past pi
         for axis in "xyz")
 
     def apply(self, scene: "RenderScene", values: Mapping[str, Any]) -> None:

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from threedb.controls.params import closest_name
+from threedb.controls.registry import BUILTIN_CONTROLS, import_control
+from threedb.sim.config.legacy_controls import LEGACY_CONTROL_PACKAGES, legacy_control_name, map_legacy_control
 from threedb.sim.config.loader import Provenance
 
 #: The original's search policies -> our policy types.
@@ -34,8 +36,6 @@ LEGACY_POLICIES: dict[str, str] = {
     "threedb.policies.random_search": "random",
 }
 
-#: Packages that held the original's controls.
-LEGACY_CONTROL_PACKAGES: tuple[str, ...] = ("threedb.controls.blender.", "threedb.controls.preprocessing.")
 
 #: Keys the original's Blender renderer read from ``render_args``.
 LEGACY_RENDER_KEYS: tuple[str, ...] = ("engine", "resolution", "samples", "with_uv", "with_depth",
@@ -97,10 +97,22 @@ def map_legacy(data: dict[str, Any], provenance: Provenance, mapped: list[str] |
         notes += _map_render_args(data, provenance)
     if isinstance(data.get("policy"), dict) and "module" in data["policy"]:
         notes += _map_policy(data, provenance)
-    for i, entry in enumerate(data.get("controls") or []):
-        if isinstance(entry, dict) and str(entry.get("module", "")).startswith(LEGACY_CONTROL_PACKAGES):
-            notes.append(f"controls[{i}]: original control module {entry['module']} (the registry maps it"
-                         " to the matching built-in control)")
+    controls = data.get("controls")
+    for i, entry in enumerate(controls if isinstance(controls, list) else []):
+        name = legacy_control_name(entry)
+        if name is None:
+            continue
+        note = f"controls[{i}]: original control module {entry['module']} -> {name}"
+        if name in BUILTIN_CONTROLS:
+            declared = {p.name: p for p in import_control(BUILTIN_CONTROLS[name]).params}
+            mapped, searched = map_legacy_control(entry, declared)
+            source = provenance.source_of(("controls", i))
+            controls[i] = mapped
+            if source is not None:
+                provenance.record(("controls", i), mapped, source)
+            note += ("; also searched, as the original searched what a config left out: " + ", ".join(searched)
+                     if searched else "")
+        notes.append(note)
     if "assets" not in data:
         notes.append("assets: 3DB took the data root on the command line; using assets.root: default"
                      " (set assets.root to use your own folder)")
