@@ -487,9 +487,12 @@ class RunStore:
         """Record a job that failed (render or evaluation): the same keys as every row, with
         ``status: "failed"``, the error message, ``[]`` for ``prediction``/``boxes`` (the dashboard
         indexes them) and ``null`` for the other outputs."""
-        outputs = {k: ([] if k in LIST_OUTPUTS else None) for k in self.output_keys}
-        return self.write(job, outputs, rgb=rgb, status="failed", error=str(error),
+        return self.write(job, self.failure_outputs(), rgb=rgb, status="failed", error=str(error),
                           controls_report=controls_report)
+
+    def failure_outputs(self) -> dict[str, Any]:
+        """The evaluator outputs of a failed job's row."""
+        return {k: ([] if k in LIST_OUTPUTS else None) for k in self.output_keys}
 
     def _wants_images(self, row: Mapping[str, Any]) -> bool:
         if self.log_images == "all":

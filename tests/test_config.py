@@ -490,9 +490,8 @@ def test_legacy_config_maps(tmp_path: Path, toy: Path) -> None:
     assert exp.inference["label_map"] == str((tmp_path / "resources" / "imagenet_mapping.json").resolve())
     assert exp.evaluation is not None and exp.evaluation["module"] == "threedb.evaluators.classification"
     assert exp.evaluation["args"]["classmap_path"] == str((tmp_path / "resources" / "ycb_to_IN.json").resolve())
-    assert exp.logging == {"log_images": "all", "extra_passes": [],   # 3DB's loggers accepted, defaults filled in
-                           "logger_modules": ["threedb.result_logging.image_logger",
-                                              "threedb.result_logging.json_logger"]}
+    # 3DB's image logger kept every rendered channel: with_uv and with_segmentation are kept
+    assert exp.logging == {"log_images": "all", "extra_passes": ["mask", "uv"], "loggers": ["json", "images"]}
     notes = "\n".join(exp.notes)
     assert "original 3DB config" in notes
     assert "max_depth" in notes and "engine" in notes

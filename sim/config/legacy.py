@@ -37,6 +37,13 @@ LEGACY_POLICIES: dict[str, str] = {
 }
 
 
+#: The original's loggers -> ours (``json`` is details.log, always written).
+LEGACY_LOGGERS: dict[str, str] = {
+    "threedb.result_logging.json_logger": "json",
+    "threedb.result_logging.image_logger": "images",
+    "threedb.result_logging.tb_logger": "tensorboard",
+}
+
 #: Keys the original's Blender renderer read from ``render_args``.
 LEGACY_RENDER_KEYS: tuple[str, ...] = ("engine", "resolution", "samples", "with_uv", "with_depth",
                                        "with_segmentation", "max_depth", "tile_size", "gpu_id", "cpu_cores")
@@ -55,6 +62,9 @@ def legacy_reasons(data: dict[str, Any]) -> list[str]:
         reasons.append("evaluation.module")
     if isinstance(policy, dict) and str(policy.get("module", "")).startswith("threedb."):
         reasons.append(f"policy.module {policy['module']}")
+    logging = data.get("logging")
+    if isinstance(logging, dict) and "logger_modules" in logging:
+        reasons.append("logging.logger_modules")
     controls = data.get("controls")
     if isinstance(controls, list):
         for i, entry in enumerate(controls):
@@ -113,6 +123,8 @@ def map_legacy(data: dict[str, Any], provenance: Provenance, mapped: list[str] |
             note += ("; also searched, as the original searched what a config left out: " + ", ".join(searched)
                      if searched else "")
         notes.append(note)
+    if isinstance(data.get("logging"), dict) and "logger_modules" in data["logging"]:
+        notes += _map_loggers(data, provenance)
     if "assets" not in data:
         notes.append("assets: 3DB took the data root on the command line; using assets.root: default"
                      " (set assets.root to use your own folder)")
@@ -182,6 +194,31 @@ def _map_render_args(data: dict[str, Any], prov: Provenance) -> list[str]:
         prov.touch(("render",), render_source)
     data["render"] = {**render, **existing}
     return notes
+
+
+def _map_loggers(data: dict[str, Any], prov: Provenance) -> list[str]:
+    """``logging.logger_modules`` -> ``logging.loggers`` (the original's three loggers; others refused)."""
+    logging = data["logging"]
+    modules = logging.pop("logger_modules")
+    src = ("logging", "logger_modules")
+    if modules is None:
+        modules = []
+    if not isinstance(modules, list):
+        raise prov.error(src, f"must be a list of logger modules, got {modules!r}", value=modules)
+    loggers = []
+    for i, module in enumerate(modules):
+        if module not in LEGACY_LOGGERS:
+            raise prov.error(src + (i,), f"unknown logger {module!r}{closest_name(str(module), list(LEGACY_LOGGERS))};"
+                             f" the original 3DB's loggers are {', '.join(LEGACY_LOGGERS)}", value=module)
+        loggers.append(LEGACY_LOGGERS[module])
+    if "loggers" in logging:
+        return ["logging.logger_modules ignored: logging.loggers is also given"]
+    logging["loggers"] = loggers
+    source = prov.source_of(src)
+    prov.forget(src)
+    if source is not None:
+        prov.record(("logging", "loggers"), loggers, source)
+    return [f"logging.logger_modules -> logging.loggers {loggers}"]
 
 
 def _show(args: dict[str, Any], keys: tuple[str, ...]) -> str:

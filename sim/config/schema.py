@@ -116,8 +116,29 @@ class LoggingConfig(BaseModel):
         "all", description="keep the RGB image of every job, of misclassified/failed jobs only, or of none")
     extra_passes: tuple[PassName, ...] = Field(
         (), description="render passes (depth, mask, uv) kept beside the image; render.passes must produce them")
-    logger_modules: Optional[list[str]] = Field(
-        None, description="the original 3DB's loggers: accepted and ignored (threedb always writes details.log)")
+    loggers: tuple[Literal["json", "images", "tensorboard"], ...] = Field(
+        ("json", "images"), description="json: details.log (always written); images: the RGB image and, unless "
+        "extra_passes says otherwise, every rendered pass (without it, no images unless log_images asks); "
+        "tensorboard: event files under RUN_DIR/tensorboard")
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _loggers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(f"must be a list of logger names (write [{value}] for just one)")
+        return value
+
+    def effective(self, rendered: tuple[str, ...]) -> dict[str, Any]:
+        """The section with the loggers' defaults applied: the images logger keeps images of every job and
+        every ``rendered`` pass, as the original 3DB's did; without it no images are kept. Keys written in
+        the config win."""
+        images = "images" in self.loggers
+        explicit = self.model_fields_set
+        loggers = tuple(dict.fromkeys(("json",) + tuple(self.loggers)))   # details.log is the record
+        return {"log_images": self.log_images if "log_images" in explicit else ("all" if images else "none"),
+                "extra_passes": list(self.extra_passes if "extra_passes" in explicit or "loggers" not in explicit
+                                     else (rendered if images else ())),
+                "loggers": list(loggers)}
 
     @field_validator("extra_passes", mode="before")
     @classmethod
@@ -257,7 +278,7 @@ def _build(data: dict[str, Any], prov: Provenance, *, source: Path, files: list[
     except ValidationError as exc:
         raise config_error_from_validation(exc, prov, data) from None
     controls = _resolve_controls(schema.controls, prov)
-    logging = schema.logging.model_dump(mode="json", exclude_none=True) if schema.logging is not None else None
+    logging = schema.logging.effective(tuple(schema.render.passes)) if schema.logging is not None else None
     resolved = _plain({
         "seed": schema.seed,
         "assets": schema.assets.model_dump(mode="json"),

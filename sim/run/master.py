@@ -87,6 +87,15 @@ class Master:
                       class_names=plan.class_names, log_images=plan.log_images,
                       extra_passes=self.extra_passes, config=exp.resolved, seed=exp.seed, command=command)
         self.store = RunStore.open(run_dir, **kwargs) if resume else RunStore(run_dir, **kwargs)
+        self.tensorboard = None
+        if "tensorboard" in plan.loggers:
+            from threedb.sim.tensorboard_log import TensorBoardLogger
+
+            render = exp.render
+            self.tensorboard = TensorBoardLogger(run_dir, already=len(self.store.done_ids()), hparams={
+                "policy": exp.policy["type"], "seed": exp.seed, "resolution": render.resolution[0],
+                "samples": render.samples, "objects": len(prepared.objects),
+                "environments": len(prepared.environments), "searched_parameters": prepared.space.ndim})
         self.logged_scores: dict[str, float] = {}
         if resume:
             for row in read_rows(run_dir):
@@ -184,6 +193,10 @@ class Master:
         self.leased.discard(job_id)
         pair = self.pair_of.pop(job_id)
         pair.outstanding.discard(job_id)
+        if wrote and self.tensorboard is not None:
+            failed = outputs is None
+            self.tensorboard.log(self.store.row(job, self.store.failure_outputs() if failed else outputs,
+                                                status="failed" if failed else "ok", error=error), rgb)
         if wrote:
             self.done.add(job_id)
             pair.policy.observe(self.proposal_of.pop(job_id), score)
@@ -409,4 +422,7 @@ class Master:
                     self.endpoint.send(peer, {"type": "die", "seq": header.get("seq")}, timeout=0.5)
                 except ThreeDBError:
                     pass
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
         self.store.close()

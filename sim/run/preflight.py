@@ -30,6 +30,7 @@ class RunPlan:
     log_images: str
     extra_passes: tuple[str, ...]
     batch_size: int
+    loggers: tuple[str, ...]          #: json (always), images, tensorboard
     policies: list[Any]               #: one policy per (environment, object) pair, in walking order
 
 
@@ -81,7 +82,8 @@ def check_run(prepared: Any, *, load_model_check: bool = True) -> RunPlan:
         _check_model(exp, base_dir)
     return RunPlan(render_only=render_only, class_names=class_names, output_keys=output_keys,
                    output_type=output_type, needs=tuple(needs), log_images=logging.get("log_images", "all"),
-                   extra_passes=tuple(logging.get("extra_passes", ())), batch_size=batch_size, policies=policies)
+                   extra_passes=tuple(logging.get("extra_passes", ())), batch_size=batch_size,
+                   loggers=tuple(logging.get("loggers", ("json", "images"))), policies=policies)
 
 
 def describe_plan(prepared: Any, plan: RunPlan) -> str:
