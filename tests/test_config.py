@@ -581,9 +581,11 @@ logging:
 @needs_builtins
 def test_reference_example(tmp_path: Path) -> None:
     text = REFERENCE_CONFIG
-    # The paper's example loads as written (view_point_z up to 2) and maps; beyond the domain it fails.
-    err = error_of(write(tmp_path / "bad.yaml", text.replace("view_point_z: (0, 2)", "view_point_z: (0, 3)")))
-    assert err.key == "controls[1].view_point_z" and "outside the domain [-2.0, 2.0]" in str(err)
+    # The paper's example loads as written (view_point_z up to 2) and maps; beyond threedb's domain an
+    # original entry's range is clamped into it, with a note.
+    wide = load_config(write(tmp_path / "wide.yaml", text.replace("view_point_z: (0, 2)", "view_point_z: (0, 3)")))
+    assert wide.control("camera").domains["view_point_z"] == Range(0.0, 2.0)
+    assert any("view_point_z '(0, 3)' clamped to threedb's [-2.0, 2.0]" in n for n in wide.notes)
     exp = load_config(write(tmp_path / "ref.yaml", text))
     assert exp.render.resolution == (256, 256) and exp.render.samples == 16
     assert exp.render.passes == ("mask", "uv")

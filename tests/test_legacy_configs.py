@@ -88,8 +88,9 @@ def test_parameters_left_out_are_searched_over_the_original_domains(tmp_path: Pa
     assert liquid.domains["ratio_milk"] == Range(0.0, 1.0) and liquid.domains["ratio_coffee"] == Range(0.0, 1.0)
     assert isinstance(material.domains["material"], Choices) and "zebra" in material.domains["material"].values
     notes = "\n".join(exp.notes)
-    assert "controls[0]: original control module threedb.controls.blender.camera -> camera; also searched" in notes
-    assert "focal_length [10, 400]" in notes and "ratio_milk [0, 1]" in notes
+    assert "controls[0]: original control module threedb.controls.blender.camera -> camera; " \
+        "searched view_point_x [-1, 1]" in notes
+    assert "searched focal_length [10, 400]" in notes and "searched ratio_milk [0, 1]" in notes
 
 
 def test_the_original_domains_and_names_are_accepted(tmp_path: Path) -> None:
@@ -99,12 +100,24 @@ def test_the_original_domains_and_names_are_accepted(tmp_path: Path) -> None:
                            "  - module: threedb.controls.blender.orientation\n    rotation_y: 3.35\n"
                            "  - module: threedb.controls.blender.material\n"
                            "    replacement_material: [keep_original, zebra.blend]\n"
-                           "  - module: threedb.controls.blender.occlusion\n    zoom: (0.01, 0.4)\n    scale: 0.5\n")
-    camera, orientation, material, occlusion = exp.controls
+                           "  - module: threedb.controls.blender.occlusion\n    zoom: (0.01, 0.4)\n    scale: 0.5\n"
+                           "    occlusion_ratio: !!python/tuple [0.1, 1.0]\n    occluder: [0, 2]\n"
+                           "  - module: threedb.controls.blender.position\n    offset_X: 0\n    offset_Y: (0, 0.3)\n"
+                           "  - module: threedb.controls.blender.imagenet_c_corruption\n"
+                           "    corruption_name: [snow, fog]\n    severity: 1\n")
+    camera, orientation, material, occlusion, position, corruption = exp.controls
     assert camera.domains["zoom_factor"] == Fixed(0.3) and orientation.domains["rotation_y"] == Fixed(3.35)
     assert material.domains["material"] == Choices(("keep", "zebra"))
-    assert occlusion.domains["distance"] == Range(0.01, 0.4) and occlusion.domains["occluder_size"] == Fixed(0.5)
+    # 3DB's zoom is the occluder's fraction of the way from the object to the camera: distance = 1 - zoom
+    assert occlusion.domains["distance"] == Range(0.6, 0.9)   # 0.99 clamped into threedb's domain
+    assert occlusion.domains["occluder_size"] == Fixed(0.5)
+    assert occlusion.domains["occlusion_ratio"] == Range(0.1, 0.8)
+    assert occlusion.domains["occluder"] == Choices(("box", "cylinder"))   # 3DB's occluders were indices
     assert occlusion.domains["direction"] == Choices(tuple(range(8)))
+    assert position.domains["offset_x"] == Fixed(0) and position.domains["offset_y"] == Range(0, 0.3)
+    assert corruption.kind == "corruption" and corruption.domains["corruption_name"] == Choices(("snow", "fog"))
+    notes = "\n".join(exp.notes)
+    assert "occlusion_ratio '(0.1, 1.0)' clamped to threedb's [0.01, 0.8] fraction" in notes
 
 
 def test_our_own_entries_keep_their_meaning(tmp_path: Path) -> None:
@@ -114,3 +127,28 @@ def test_our_own_entries_keep_their_meaning(tmp_path: Path) -> None:
     exp = legacy(tmp_path, "  - type: camera\n    zoom_factor: [0.5, 1.5]\n")
     assert exp.controls[0].domains["zoom_factor"] == Range(0.5, 1.5)
     assert exp.controls[0].domains["aperture"] == Fixed(8.0)
+
+
+def test_configs_written_by_yaml_dump_with_python_tuples_and_aliases(tmp_path: Path) -> None:
+    """3DB's unit-test configs were written by ``yaml.dump``: ranges as ``!!python/tuple`` (shared through
+    anchors), discrete values as plain lists."""
+    from threedb.controls.params import Choices, Range
+
+    exp = legacy(tmp_path, "- S: &unit !!python/tuple\n  - 0\n  - 1\n  V: *unit\n  dir_x: !!python/tuple [-1, 1]\n"
+                           "  intensity:\n  - 1000\n  - 10000\n  module: threedb.controls.blender.pointlight\n")
+    light = exp.controls[0]
+    assert light.kind == "light"
+    assert light.domains["S"] == light.domains["V"] == Range(0, 1) and light.domains["dir_x"] == Range(-1, 1)
+    assert light.domains["intensity"] == Choices((1000.0, 10000.0))
+    assert light.domains["distance"] == Range(5.0, 20.0)   # left out: searched as the original did
+
+
+def test_a_grid_search_base_with_samples_serves_its_children(tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", f"base_config: {QUICKSTART}\n"
+          "policy: {module: threedb.policies.grid_search, samples: 5}\n")
+    child = write(tmp_path / "child.yaml", "base_config: base.yaml\ncontrols:\n"
+                  "  - module: threedb.controls.blender.orientation\n    rotation_X: 0\n    rotation_Y: 0\n"
+                  "    rotation_Z: (-3.14, 2.35)\n")
+    exp = load_config(child)
+    assert exp.policy == {"type": "grid", "samples_per_dim": 5}
+    assert "policy.samples 5 -> policy.samples_per_dim (grid search)" in exp.notes

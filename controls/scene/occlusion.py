@@ -77,9 +77,9 @@ class OcclusionControl(SceneControl):
               " counter-clockwise to 7 bottom-right", low=0, high=7),
         Param("occluder", "choice", "box", "occluding object", choices=OCCLUDERS),
         Param("occluder_size", "float", 1.0, "occluder's projected radius relative to the object's"
-              " (enlarged if too small for the ratio)", low=0.01, high=2.0, unit="x"),
+              " (enlarged if too small for the ratio)", low=0.25, high=2.0, unit="x"),
         Param("distance", "float", 0.35, "where the occluder stands between the camera (0) and the object (1)",
-              low=0.01, high=0.9, unit="fraction"),
+              low=0.1, high=0.9, unit="fraction"),
     )
 
     def __init__(self, instance_name: str | None = None) -> None:

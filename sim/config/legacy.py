@@ -83,7 +83,7 @@ def normalize_file(raw: dict[str, Any], path: Path) -> list[str]:
     """Map one file's original-3DB sections (``render_args``, ``policy.module``) before it is merged with
     its base or child, so that the two forms merge as the same keys (a child's ``policy: {module:
     ...grid_search}`` then replaces a base's ``policy: {type: random}``; see ``loader.PLUGIN_BLOCKS``)."""
-    reasons = [r for r in legacy_reasons(raw) if not r.startswith("controls[")]
+    reasons = [r for r in legacy_reasons(raw) if r.startswith(("it has render_args", "policy.module"))]
     if not reasons:
         return []
     provenance = Provenance()
@@ -120,8 +120,7 @@ def map_legacy(data: dict[str, Any], provenance: Provenance, mapped: list[str] |
             controls[i] = mapped
             if source is not None:
                 provenance.record(("controls", i), mapped, source)
-            note += ("; also searched, as the original searched what a config left out: " + ", ".join(searched)
-                     if searched else "")
+            note += "".join(f"; {item}" for item in searched)
         notes.append(note)
     if isinstance(data.get("logging"), dict) and "logger_modules" in data["logging"]:
         notes += _map_loggers(data, provenance)
@@ -241,10 +240,16 @@ def _map_policy(data: dict[str, Any], prov: Provenance) -> list[str]:
                          f"{closest_name(module, list(LEGACY_POLICIES))}; expected one of"
                          f" {', '.join(LEGACY_POLICIES)}", value=module)
     kind = LEGACY_POLICIES.get(module, module)
+    notes = []
+    if kind == "grid" and "samples" in policy and "samples_per_dim" not in policy:
+        # the original's paper configs give grid_search `samples` in a base that children override
+        policy["samples_per_dim"] = policy.pop("samples")
+        prov.move(("policy", "samples"), ("policy", "samples_per_dim"))
+        notes.append(f"policy.samples {policy['samples_per_dim']!r} -> policy.samples_per_dim (grid search)")
     data["policy"] = {"type": kind, **policy}
     prov.move(("policy", "module"), ("policy", "type"))
     if module in LEGACY_POLICIES:
-        return [f"policy.module {module} -> policy.type {kind}"]
+        return [f"policy.module {module} -> policy.type {kind}"] + notes
     return [f"policy.module {module} -> policy.type {module} (a plugin policy module)"]
 
 

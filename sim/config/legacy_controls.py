@@ -11,7 +11,8 @@ The original 3DB differed from threedb in three ways a config relies on:
 
 The original's default domains are recorded in ``../shared/spec/3db-reference.md`` ("Built-in
 controls"); where threedb's declared domain is narrower for no reason of the renderer's, threedb's was
-widened (``zoom_factor`` down to 0.2, rotations to +-2 pi, the occluder's size and distance down to 0.01).
+widened (``zoom_factor`` down to 0.2, rotations to +-2 pi). A value beyond threedb's domain is clamped
+into it, with a note (the occluder hides at most 80% of the object, the original asked up to 100%).
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ ORIGINAL_DOMAINS: dict[str, dict[str, Any]] = {
     "obj_loc_in_frame": {"x_shift": [-1.0, 1.0], "y_shift": [-1.0, 1.0]},
     "scale": {"factor": [0.25, 1.0]},
     "material": {"material": None},
-    "occlusion": {"occlusion_ratio": [0.01, 0.8], "distance": [0.01, 0.4], "occluder_size": [0.01, 1.0],
+    # 3DB's code: occlusion_ratio (0.1, 1.0) (threedb hides at most 0.8), zoom (0.1, 0.4) -> distance
+    "occlusion": {"occlusion_ratio": [0.1, 0.8], "distance": [0.6, 0.9], "occluder_size": [0.25, 1.0],
                   "direction": {"choices": list(range(8))}, "occluder": None},
     "light": {"H": [0.0, 1.0], "S": [0.0, 1.0], "V": [0.0, 1.0], "intensity": [1000.0, 10000.0],
               "distance": [5.0, 20.0], "dir_x": [-1.0, 1.0], "dir_y": [-1.0, 1.0], "dir_z": [0.0, 1.0]},
@@ -49,13 +51,18 @@ ORIGINAL_DOMAINS: dict[str, dict[str, Any]] = {
     "denoiser": {},
 }
 
-#: The original's parameter names that threedb calls otherwise.
-RENAMED: dict[str, dict[str, str]] = {
-    "material": {"replacement_material": "material"},
-    "occlusion": {"zoom": "distance", "scale": "occluder_size"},
+#: The original's parameter names that threedb calls otherwise, with the map of their values.
+RENAMED: dict[str, dict[str, tuple[str, Any]]] = {
+    "material": {"replacement_material": ("material", None)},
+    # 3DB put the occluder at `zoom` of the way from the object to the camera; threedb's `distance` runs
+    # from the camera (0) to the object (1)
+    "occlusion": {"zoom": ("distance", lambda x: 1.0 - x), "scale": ("occluder_size", None)},
 }
+#: The original's module names of controls that threedb names otherwise.
+MODULE_ALIASES: dict[str, str] = {**LEGACY_ALIASES, "imagenet_c_corruption": "corruption"}
 
 _PAREN_VALUE = re.compile(r"^\s*\(\s*([-+]?[0-9.eE+-]+)\s*\)\s*$")
+_PAREN_RANGE = re.compile(r"^\s*\(\s*([^,()]+)\s*,\s*([^,()]+)\s*\)\s*$")
 
 
 def legacy_control_name(entry: Any) -> str | None:
@@ -66,47 +73,93 @@ def legacy_control_name(entry: Any) -> str | None:
     if not module.startswith(LEGACY_CONTROL_PACKAGES):
         return None
     short = module.rsplit(".", 1)[-1]
-    return LEGACY_ALIASES.get(short, short)
+    return MODULE_ALIASES.get(short, short)
 
 
-def _material_value(value: Any) -> Any:
-    """3DB named replacement materials by file (``zebra.blend``) and ``keep_original``."""
-    if value == "keep_original":
-        return "keep"
-    if isinstance(value, str) and value.endswith(".blend"):
-        return value[: -len(".blend")]
-    return value
+def _number(text: str) -> Any:
+    value = float(text)
+    return int(value) if value.is_integer() and not any(c in text for c in ".eE") else value
 
 
-def _value(control: str, param: str, value: Any) -> Any:
-    if isinstance(value, str):
-        match = _PAREN_VALUE.match(value)
-        if match:
-            number = float(match.group(1))
-            return int(number) if number.is_integer() and "." not in match.group(1) else number
-    if control == "material" and param == "material":
-        return [_material_value(v) for v in value] if isinstance(value, list) else _material_value(value)
+def _domain(value: Any) -> Any:
+    """An original value in threedb's forms: ``[lo, hi]`` a range, ``{choices: [...]}`` a set, else fixed."""
     if isinstance(value, list):   # the original's plain list: a set of choices
         return {"choices": value}
+    if isinstance(value, str):
+        single, pair = _PAREN_VALUE.match(value), _PAREN_RANGE.match(value)
+        try:
+            if single:
+                return _number(single.group(1))
+            if pair:   # "(lo, hi)", also what a !!python/tuple is read as
+                return [_number(pair.group(1).strip()), _number(pair.group(2).strip())]
+        except ValueError:
+            return value
     return value
+
+
+def _each(domain: Any, fn: Any) -> Any:
+    """``fn`` applied to every value of a domain (a range's ends re-ordered)."""
+    if isinstance(domain, dict):
+        return {"choices": [fn(v) for v in domain["choices"]]}
+    if isinstance(domain, list):
+        return sorted(fn(v) for v in domain) if all(isinstance(v, (int, float)) for v in domain) else domain
+    return fn(domain)
+
+
+def _material(value: Any) -> Any:
+    """3DB named replacement materials by file (``skin-zebra.blend``) and ``keep_original``."""
+    if value == "keep_original":
+        return "keep"
+    if isinstance(value, str):
+        value = value[: -len(".blend")] if value.endswith(".blend") else value
+        return value[len("skin-"):] if value.startswith("skin-") else value
+    return value
+
+
+def _clamp(domain: Any, param: Any) -> tuple[Any, bool]:
+    """``domain`` within a numeric parameter's declared bounds; whether anything was cut."""
+    if param.kind not in ("float", "int") or param.low is None:
+        return domain, False
+
+    def cut(v: Any) -> Any:
+        return min(max(v, param.low), param.high) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    clamped = _each(domain, cut)
+    return clamped, clamped != domain
 
 
 def map_legacy_control(entry: dict[str, Any], declared: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The entry rewritten with the original's meaning, and the parameters now searched that the entry
-    left out (``name domain`` strings, for the run's notes). ``declared`` maps threedb's parameter names of
-    the control to their :class:`~threedb.controls.params.Param`."""
+    """The entry rewritten with the original's meaning, and notes: the parameters now searched that the
+    entry left out (``name domain``) and the values clamped into threedb's domains. ``declared`` maps
+    threedb's parameter names of the control to their :class:`~threedb.controls.params.Param`."""
     control = legacy_control_name(entry)
     if control is None:
         return entry, []
     renames = RENAMED.get(control, {})
+    lower = {name.lower(): name for name in declared}
     out: dict[str, Any] = {}
+    notes: list[str] = []
     for key, value in entry.items():
         if key in ("module", "class", "name", "type", "file"):
             out[key] = value
             continue
-        name = renames.get(key, key)
-        out[name] = _value(control, name, value)
-    searched = []
+        name, convert = renames.get(key, (lower.get(str(key).lower(), key), None))   # 3DB wrote offset_X
+        domain = _domain(value)
+        if convert is not None:
+            domain = _each(domain, convert)
+        if control == "material" and name == "material":
+            domain = _each(domain, _material)
+        param = declared.get(name)
+        if param is not None and param.kind == "choice" and param.choices:
+            # 3DB's discrete dimensions were indices (the occluder: the i-th file of ood_objects/)
+            domain = _each(domain, lambda v: param.choices[v] if isinstance(v, int) and not isinstance(v, bool)
+                           and 0 <= v < len(param.choices) and v not in param.choices else v)
+        if param is not None:
+            domain, cut = _clamp(domain, param)
+            if cut:
+                notes.append(f"{key} {value!r} clamped to threedb's {param.describe_domain()}")
+        out[name] = domain
+    out["module"] = f"{LEGACY_CONTROL_PACKAGES[0]}{control}"   # the name the registry knows
     for name, domain in ORIGINAL_DOMAINS.get(control, {}).items():
         if name in out or name not in declared:
             continue
@@ -117,8 +170,9 @@ def map_legacy_control(entry: dict[str, Any], declared: dict[str, Any]) -> tuple
             domain = {"choices": list(choices)}
         out[name] = domain
         shown = f"[{domain[0]:g}, {domain[1]:g}]" if isinstance(domain, list) else f"{len(domain['choices'])} choices"
-        searched.append(f"{name} {shown}")
-    return out, searched
+        notes.append(f"searched {name} {shown}")
+    return out, notes
 
 
-__all__ = ["LEGACY_CONTROL_PACKAGES", "ORIGINAL_DOMAINS", "RENAMED", "legacy_control_name", "map_legacy_control"]
+__all__ = ["LEGACY_CONTROL_PACKAGES", "MODULE_ALIASES", "ORIGINAL_DOMAINS", "RENAMED", "legacy_control_name",
+           "map_legacy_control"]

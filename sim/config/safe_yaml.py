@@ -53,6 +53,15 @@ class BoundedLoader(yaml.SafeLoader):
                                  node.start_mark) from None
 
 
+def _python_tuple(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> str:
+    """The original 3DB's configs (written by ``yaml.dump``) hold ranges as ``!!python/tuple [lo, hi]``:
+    read as the text ``"(lo, hi)"``, its other spelling of a range, never as a Python object."""
+    return "(" + ", ".join(str(item) for item in loader.construct_sequence(node)) + ")"
+
+
+BoundedLoader.add_constructor("tag:yaml.org,2002:python/tuple", _python_tuple)
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, KeyError):
         return "not a value of this type"
