@@ -1,6 +1,7 @@
 """Seeded mutations of the quickstart config, each checked as ``threedb run`` checks a config before it starts.
 
-A case is the quickstart experiment's resolved config with one to three mutations (a value replaced by
+A case is the quickstart experiment's resolved config (every third case: the original-3DB example
+config, with the quickstart's model) with one to three mutations (a value replaced by
 a hostile one, a key dropped or added, a list and a mapping swapped) or the YAML text itself damaged
 (cut short, a byte changed, a line doubled, indentation broken). Each case runs through
 ``load_config`` -> ``prepare`` -> ``check_run`` (the preflight of ``threedb run``) under an alarm and a
@@ -14,6 +15,7 @@ runs a few hundred cases and requires no finding.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import random
@@ -29,6 +31,8 @@ from typing import Any, Callable, Iterator
 import yaml
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+#: An original-3DB config (its legacy forms are fuzzed too), given the quickstart's model.
+LEGACY = Path(__file__).resolve().parents[1] / "configs" / "legacy_3db_example.yaml"
 #: Per-case limits: seconds of wall time, bytes of address space for the whole process.
 CASE_SECONDS = 20
 ADDRESS_SPACE = 8 << 30
@@ -74,7 +78,7 @@ def mutate_tree(tree: dict, rng: random.Random, values: list[Any]) -> str:
     parent, last = _parent(tree, path), path[-1]
     op = rng.choice(["replace", "replace", "replace", "drop", "add", "swap"])
     if op == "replace":
-        value = rng.choice(values)
+        value = copy.deepcopy(rng.choice(values))   # never shared: a later mutation must not make a cycle
         parent[last] = value
         return f"{path} = {str(value)[:40]!r}"
     if op == "drop":
@@ -83,7 +87,7 @@ def mutate_tree(tree: dict, rng: random.Random, values: list[Any]) -> str:
     if op == "add":
         target = parent if isinstance(parent, dict) else tree
         name = rng.choice(["extra", "samples", "type", "name", "args", "file", "module", "seed", "rendr", "k" * 300])
-        target[name] = rng.choice(values)
+        target[name] = copy.deepcopy(rng.choice(values))
         return f"add {name} near {path}"
     value = parent[last]
     if isinstance(value, dict):
@@ -121,10 +125,11 @@ def cases(seed: int, count: int, tmp: Path) -> Iterator[tuple[str, str]]:
     from threedb.sim.config import load_config
 
     base = load_config(QUICKSTART).resolved
+    legacy = {**yaml.safe_load(LEGACY.read_text()), "inference": base["inference"], "evaluation": base["evaluation"]}
     values = hostile_values(tmp)
     rng = random.Random(seed)
-    for _ in range(count):
-        tree = json.loads(json.dumps(base))
+    for i in range(count):
+        tree = json.loads(json.dumps(legacy if i % 3 == 2 else base))
         if rng.random() < 0.25:
             text = yaml.safe_dump(tree, sort_keys=False)
             yield "text damaged", damage_text(text, rng)

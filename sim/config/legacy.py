@@ -206,7 +206,7 @@ def _map_loggers(data: dict[str, Any], prov: Provenance) -> list[str]:
         raise prov.error(src, f"must be a list of logger modules, got {modules!r}", value=modules)
     loggers = []
     for i, module in enumerate(modules):
-        if module not in LEGACY_LOGGERS:
+        if not isinstance(module, str) or module not in LEGACY_LOGGERS:
             raise prov.error(src + (i,), f"unknown logger {module!r}{closest_name(str(module), list(LEGACY_LOGGERS))};"
                              f" the original 3DB's loggers are {', '.join(LEGACY_LOGGERS)}", value=module)
         loggers.append(LEGACY_LOGGERS[module])

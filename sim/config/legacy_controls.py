@@ -99,8 +99,9 @@ def _domain(value: Any) -> Any:
 
 def _each(domain: Any, fn: Any) -> Any:
     """``fn`` applied to every value of a domain (a range's ends re-ordered)."""
-    if isinstance(domain, dict):
-        return {"choices": [fn(v) for v in domain["choices"]]}
+    if isinstance(domain, dict):   # anything but {choices: [...]} is left for the registry to refuse
+        choices = domain.get("choices")
+        return {**domain, "choices": [fn(v) for v in choices]} if isinstance(choices, list) else domain
     if isinstance(domain, list):
         return sorted(fn(v) for v in domain) if all(isinstance(v, (int, float)) for v in domain) else domain
     return fn(domain)
