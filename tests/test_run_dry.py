@@ -36,6 +36,8 @@ def test_dry_run_refuses_what_a_run_would_refuse(tmp_path: Path) -> None:
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert "c.yaml: inference.weights: weights file" in proc.stderr
     assert proc.stdout == ""
+    # --no-model-check leaves the model to the evaluator machines
+    assert dry_run("c.yaml", "--no-model-check", cwd=tmp_path).returncode == 0
 
 
 def test_run_without_out_says_so(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     for note in experiment.notes:   # what the original-3DB mapping changed or dropped
         print(f"note: {note}", file=sys.stderr)
     if args.dry_run:
-        plan = check_run(prepared)
+        plan = check_run(prepared, load_model_check=not args.no_model_check)
         print(describe_plan(prepared, plan))
         return 0
     if not args.out:
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         master = Master(prepared, args.out, endpoint, resume=args.resume, lease_timeout_s=args.lease_timeout,
                         max_attempts=args.max_attempts, progress=Progress(None),
-                        command=list(sys.argv))
+                        command=list(sys.argv), check_model=not args.no_model_check)
         master.progress = Progress(master.total, already=len(master.done),
                                    held=None if master.render_only else lambda: len(master.rendered),
                                    overdue=master.overdue)
@@ -124,6 +124,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--evaluators", type=int, default=1, help="local evaluator workers (default 1)")
     parser.add_argument("--device", default=None, help="evaluator device: auto, cpu, cuda (default: config's, else auto)")
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR, skipping logged jobs")
+    parser.add_argument("--no-model-check", action="store_true",
+                        help="do not build the model once on this machine's CPU before starting (for a model only "
+                             "the evaluator machines can load)")
     parser.add_argument("--seed", type=int, help="override the config's seed")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (non-loopback needs CURVE keys)")

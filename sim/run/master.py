@@ -71,9 +71,10 @@ class Master:
 
     def __init__(self, prepared: Any, run_dir: str | Path, endpoint: MasterEndpoint, *, resume: bool = False,
                  lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S, max_attempts: int = MAX_ATTEMPTS,
-                 progress: Progress | None = None, command: list[str] | None = None) -> None:
+                 progress: Progress | None = None, command: list[str] | None = None, check_model: bool = True) -> None:
         exp = prepared.experiment
-        plan = check_run(prepared)   # before anything is written: a config error leaves no run directory
+        # before anything is written: a config error leaves no run directory
+        plan = check_run(prepared, load_model_check=check_model)
         self.exp = exp
         self.endpoint = endpoint
         self.lease_timeout_s = lease_timeout_s
