@@ -13,7 +13,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from threedb.sim.binning import Binned, bin_values
-from threedb.dashboard.loader import Run
+from threedb.dashboard.loader import Run, class_index
+from threedb.dashboard.responses import json_safe
 from threedb.sim.errors import ThreeDBError
 
 
@@ -156,6 +157,17 @@ def select(snap: Snapshot, filters: Mapping[str, int], outcome: str = "all", pag
             "per_page": per_page, "items": items(snap.run, chosen.tolist())}
 
 
+def _box(box: Any) -> list[float] | None:
+    """A logged detection ``[x1, y1, x2, y2, score, class]`` with finite numbers and a score >= 0, else None
+    (padding rows are -1; anything else a log holds is not drawn)."""
+    if not isinstance(box, list) or len(box) < 6:
+        return None
+    values = box[:6]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(float(v)) for v in values):
+        return None
+    return [float(v) for v in values] if values[4] >= 0 else None
+
+
 def items(run: Run, indices: Sequence[int]) -> list[dict[str, Any]]:
     """Grid items of some rows (their lines re-read from details.log)."""
     out = []
@@ -163,41 +175,75 @@ def items(run: Run, indices: Sequence[int]) -> list[dict[str, Any]]:
         prediction = row.get("prediction")
         top = prediction if isinstance(prediction, list) else ([] if prediction is None else [prediction])
         boxes = []
-        for box in row.get("boxes") or []:
-            if isinstance(box, list) and len(box) >= 6 and box[4] is not None and box[4] >= 0:
-                boxes.append({"box": box[:4], "score": box[4], "label": run.class_name(int(box[5]))})
+        raw_boxes = row.get("boxes")
+        for box in map(_box, raw_boxes if isinstance(raw_boxes, list) else []):
+            if box is not None:
+                boxes.append({"box": box[:4], "score": box[4], "label": run.class_name(class_index(box[5]))})
+        render_args = row.get("render_args")
         out.append({
             "id": run.ids[i], "correct": run.correct[i], "failed": run.failed[i],
-            "error": row.get("error"), "model": run.models[i], "environment": run.environments[i],
-            "predicted": [run.class_name(int(p)) for p in top if isinstance(p, (int, float))],
+            "error": json_safe(row.get("error")), "model": run.models[i], "environment": run.environments[i],
+            "predicted": [run.class_name(k) for k in map(class_index, top) if k is not None],
             "true": run.true_labels(run.uids[i]) or [run.uids[i]],
-            "boxes": boxes, "render_args": row.get("render_args") or {},
+            "boxes": boxes, "render_args": json_safe(render_args) if isinstance(render_args, dict) else {},
             "passes": [p for p in ("rgb", "mask", "uv") if run.pass_path(run.ids[i], p) is not None],
         })
     return out
 
 
 # -- failure modes -------------------------------------------------------------------------------------
-def failure_modes(snap: Snapshot, min_count: int = 5, top: int = 10, examples: int = 4) -> dict[str, Any]:
+#: How regions are ranked (``rank=``). Among hundreds of small regions some are at 0 % by chance alone,
+#: so the default ranks by the *upper* end of a Wilson interval: a region comes first when even its
+#: optimistic accuracy is low, which needs both a low rate and enough rows to be sure of it.
+RANKS = {
+    "wilson": "upper end of the 95 % Wilson interval of the region's accuracy (lowest first)",
+    "test": "one-sided binomial test of the region's accuracy against the overall accuracy, "
+            "Benjamini-Hochberg adjusted over all regions ranked (lowest q first)",
+    "accuracy": "the region's accuracy alone (lowest first; small regions at 0 % by chance come first)",
+}
+DEFAULT_RANK = "wilson"
+CONFIDENCE = 0.95   # of the Wilson intervals
+FDR = 0.05          # false discovery rate under which a tested region is marked significant
+
+
+def _region_statistics(n: np.ndarray, c: np.ndarray, p0: float | None) -> dict[str, np.ndarray]:
+    """Wilson interval, one-sided binomial p-value against ``p0`` (accuracy lower than the overall) and its
+    Benjamini-Hochberg q-value, for regions of ``n`` evaluated rows of which ``c`` correct."""
+    from scipy import stats
+    from statsmodels.stats.proportion import proportion_confint
+
+    if not len(n):
+        empty = np.zeros(0)
+        return {"lo": empty, "hi": empty, "p": empty, "q": empty}
+    lo, hi = proportion_confint(c, n, alpha=1 - CONFIDENCE, method="wilson")
+    p = stats.binom.cdf(c, n, p0) if p0 is not None else np.ones(len(n))
+    q = stats.false_discovery_control(np.clip(p, 0.0, 1.0), method="bh")
+    return {"lo": np.asarray(lo, dtype=np.float64), "hi": np.asarray(hi, dtype=np.float64), "p": p, "q": q}
+
+
+def failure_modes(snap: Snapshot, min_count: int = 5, top: int = 10, examples: int = 4,
+                  rank: str = DEFAULT_RANK) -> dict[str, Any]:
     """Parameter regions (one bin of one parameter, or bins of two parameters of one control) and
-    control compositions (bins of parameters of two different controls) with the lowest accuracy,
-    ranked (ties: larger support first); only regions with at least ``min_count`` evaluated rows."""
+    control compositions (bins of parameters of two different controls) with at least ``min_count``
+    evaluated rows, ranked by ``rank`` (one of :data:`RANKS`; ties: lower accuracy, then more rows),
+    each with its Wilson interval, p-value and q-value."""
+    if rank not in RANKS:
+        raise QueryError(f"rank must be one of {', '.join(RANKS)}, not {rank!r}")
     names = [p for p in snap.param_names if len(snap.bins(p).labels) > 1]
-    found: list[dict[str, Any]] = []
+    found: list[tuple[tuple[str, ...], tuple[int, ...]]] = []
+    counts: list[np.ndarray] = []
     evaluated = snap.verdict >= 0
     correct = snap.verdict == 1
+    overall = stats(snap.verdict, snap.failed)
 
     def collect(params: tuple[str, ...], codes: np.ndarray, sizes: tuple[int, ...]) -> None:
         size = int(np.prod(sizes))
         ok = codes >= 0
         n = np.bincount(codes[ok & evaluated], minlength=size)
         c = np.bincount(codes[ok & correct], minlength=size)
-        for flat in np.flatnonzero(n >= min_count):
-            bins = np.unravel_index(flat, sizes)
-            kind = "composition" if len({control_of(p) for p in params}) > 1 else "region"
-            found.append({"kind": kind, "params": list(params), "bins": [int(b) for b in bins],
-                          "labels": [snap.bins(p).labels[b] for p, b in zip(params, bins)],
-                          "n": int(n[flat]), "correct": int(c[flat]), "accuracy": float(c[flat] / n[flat])})
+        flat = np.flatnonzero(n >= min_count)
+        found.extend((params, tuple(int(b) for b in np.unravel_index(f, sizes))) for f in flat.tolist())
+        counts.append(np.stack([n[flat], c[flat]]))
 
     for p in names:
         b = snap.bins(p)
@@ -206,13 +252,26 @@ def failure_modes(snap: Snapshot, min_count: int = 5, top: int = 10, examples: i
         bp, bq = snap.bins(p), snap.bins(q)
         codes = np.where((bp.codes >= 0) & (bq.codes >= 0), bp.codes * len(bq.labels) + bq.codes, -1)
         collect((p, q), codes, (len(bp.labels), len(bq.labels)))
-    found.sort(key=lambda r: (r["accuracy"], -r["n"]))
-    ranked = found[:top]
-    for r in ranked:
-        keep = snap.mask(dict(zip(r["params"], r["bins"]))) & (snap.verdict == 0)
-        r["examples"] = [snap.ids[i] for i in np.flatnonzero(keep)[:examples]]
-    return {"run": snap.run.index, "version": snap.version, "overall": stats(snap.verdict, snap.failed),
-            "min_count": min_count, "modes": ranked}
+    n, c = np.concatenate(counts, axis=1) if counts else np.zeros((2, 0), dtype=np.int64)
+    accuracy = c / np.maximum(n, 1)
+    st = _region_statistics(n, c, overall["accuracy"])
+    key = {"wilson": st["hi"], "test": st["q"], "accuracy": accuracy}[rank]
+    order = np.lexsort((-n, accuracy, key))[:top]   # last key sorts first
+    ranked = []
+    for k in order.tolist():
+        params, bins = found[k]
+        kind = "composition" if len({control_of(p) for p in params}) > 1 else "region"
+        keep = snap.mask(dict(zip(params, bins))) & (snap.verdict == 0)
+        ranked.append({"kind": kind, "params": list(params), "bins": list(bins),
+                       "labels": [snap.bins(p).labels[b] for p, b in zip(params, bins)],
+                       "n": int(n[k]), "correct": int(c[k]), "accuracy": float(accuracy[k]),
+                       "interval": [float(st["lo"][k]), float(st["hi"][k])],
+                       "p_value": float(st["p"][k]), "q_value": float(st["q"][k]),
+                       "significant": bool(st["q"][k] <= FDR),
+                       "examples": [snap.ids[i] for i in np.flatnonzero(keep)[:examples]]})
+    return {"run": snap.run.index, "version": snap.version, "overall": overall, "min_count": min_count,
+            "rank": rank, "ranks": RANKS, "confidence": CONFIDENCE, "fdr": FDR, "regions": len(found),
+            "modes": ranked}
 
 
 # -- per object ------------------------------------------------------------------------------------------

@@ -20,7 +20,11 @@ def open_runs(paths: list[str]) -> list:
     runs = [Run(path, index=i) for i, path in enumerate(paths)]
     for run in runs:
         if run.skipped:
-            print(f"warning: {run.details}: skipped {run.skipped} corrupt line(s)", file=sys.stderr)
+            reasons = ", ".join(f"{n} {why}" for why, n in run.skipped_reasons.items())
+            print(f"warning: {run.details}: skipped {run.skipped} corrupt line(s) ({reasons})", file=sys.stderr)
+        if run.bad_values:
+            print(f"warning: {run.details}: {run.bad_values} row(s) with NaN/Infinity values (treated as missing)",
+                  file=sys.stderr)
     return runs
 
 

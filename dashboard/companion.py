@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from threedb.dashboard.files import read_inside
 from threedb.dashboard.loader import Run
 from threedb.sim.errors import ThreeDBError
 
@@ -28,7 +29,7 @@ class Companion:
 
     def __init__(self, run: Run, out_dir: Path | None = None) -> None:
         self.run = run
-        self.out_dir = Path(out_dir) if out_dir is not None else run.path / "companion"
+        self.out_dir = (Path(out_dir) if out_dir is not None else run.path / "companion").resolve()
         self.state: dict[str, str] = {}   # id -> "exporting" or the error of its last export
         self._lock = threading.Lock()
 
@@ -37,7 +38,12 @@ class Companion:
 
         if not (self.out_dir / "manifest.json").is_file():
             return None
-        return read_manifest(self.out_dir).get("renders", {}).get(job_id)
+        try:
+            renders = read_manifest(self.out_dir).get("renders")
+        except RecursionError:
+            return None
+        entry = renders.get(job_id) if isinstance(renders, dict) else None
+        return entry if isinstance(entry, dict) else None
 
     def info(self, job_id: str) -> dict[str, Any]:
         """The export of a known id: its manifest entry and file URLs; CompanionMissing when there is none."""
@@ -54,8 +60,9 @@ class Companion:
         return {"run": self.run.index, "id": job_id, "entry": entry,
                 "files": {kind: f"{base}/{kind}" for kind in FILES}}
 
-    def file(self, job_id: str, kind: str) -> tuple[Path, str]:
-        """Path and media type of exported file ``kind`` of a known id."""
+    def file(self, job_id: str, kind: str) -> tuple[bytes, str]:
+        """Bytes and media type of exported file ``kind`` of a known id; Refused (403) unless it is a
+        regular file inside the export folder (symlinks followed)."""
         from threedb.companion.export import FILES, export_file
 
         if kind not in FILES:
@@ -63,9 +70,10 @@ class Companion:
         if self._entry(job_id) is None:
             raise CompanionMissing(f"id {job_id!r} of run {self.run.name!r} has no companion export")
         path = export_file(self.out_dir, job_id, kind)
-        if not path.is_file():
+        data = read_inside(self.out_dir, path)
+        if data is None:
             raise CompanionMissing(f"companion file {kind!r} of id {job_id!r} is missing")
-        return path, MEDIA.get(path.suffix, "application/octet-stream")
+        return data, MEDIA.get(path.suffix, "application/octet-stream")
 
     def start_export(self, job_id: str) -> dict[str, Any]:
         """Start exporting a known id in the background (no-op if it is already under way)."""

@@ -9,6 +9,8 @@ See docs/dashboard.md for the endpoints.
 """
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,13 +23,18 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from threedb.dashboard import analysis, imaging
+from threedb.dashboard import analysis, files, imaging
 from threedb.dashboard.companion import Companion, CompanionMissing
 from threedb.dashboard.loader import PASSES, Run
+from threedb.dashboard.responses import SafeJSONResponse, json_safe
 from threedb.dashboard.reports import MEDIA, Report, ReportError
 from threedb.sim.errors import ThreeDBError
 
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+#: An index or integer from a URL: at most 9 ASCII digits (int() of 5,000 digits raises, "²".isdigit() is True).
+INDEX = re.compile(r"[0-9]{1,9}")
+INTEGER = re.compile(r"-?[0-9]{1,9}")
 #: Content-Security-Policy: everything comes from this server (no CDN), inline code is not allowed.
 CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; "
        "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; object-src 'none'")
@@ -38,17 +45,29 @@ class NotFound(ThreeDBError):
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    return SafeJSONResponse({"error": message}, status_code=status)
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """Request text quoted in a message, cut short."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _int(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise analysis.QueryError(f"query parameter {name!r} must be an integer, not {raw!r}") from None
+    if not INTEGER.fullmatch(raw):
+        raise analysis.QueryError(f"query parameter {name!r} must be an integer of at most 9 digits, not {_shown(raw)}")
+    return int(raw)
+
+
+def _index(request: Request, name: str, what: str) -> int:
+    """A path parameter that numbers something (a run, a report, a file): NotFound unless plain digits."""
+    raw = request.path_params[name]
+    if not INDEX.fullmatch(raw):
+        raise NotFound(f"no {what} {_shown(raw)} ({what}s are numbered 0, 1, ...)")
+    return int(raw)
 
 
 def _bins(request: Request, key: str) -> dict[str, int]:
@@ -56,8 +75,8 @@ def _bins(request: Request, key: str) -> dict[str, int]:
     out = {}
     for item in request.query_params.getlist(key):
         name, sep, code = item.rpartition(":")
-        if not sep or not code.lstrip("-").isdigit():
-            raise analysis.QueryError(f"{key}={item!r}: expected PARAMETER:BIN_INDEX")
+        if not sep or not INTEGER.fullmatch(code):
+            raise analysis.QueryError(f"{key}={_shown(item)}: expected PARAMETER:BIN_INDEX")
         out[name] = int(code)
     return out
 
@@ -74,7 +93,7 @@ class Dashboard:
         self._lock = threading.Lock()
 
     def run(self, request: Request) -> Run:
-        r = request.path_params["r"]
+        r = _index(request, "r", "run")
         if not 0 <= r < len(self.runs):
             raise NotFound(f"no run {r} (runs 0..{len(self.runs) - 1} are open)")
         return self.runs[r]
@@ -90,7 +109,7 @@ class Dashboard:
         return run, job_id
 
     def report(self, request: Request) -> Report:
-        i = request.path_params["i"]
+        i = _index(request, "i", "report")
         if not 0 <= i < len(self.reports):
             raise NotFound(f"no report {i} ({len(self.reports)} robustness report(s) are open)")
         return self.reports[i]
@@ -112,7 +131,7 @@ class Dashboard:
 
     def report_file(self, request: Request) -> Response:
         report = self.report(request)
-        k = request.path_params["k"]
+        k = _index(request, "k", "report file")
         f = report.file_at(k)
         if f is None:
             raise NotFound(f"report {report.index} ({report.name!r}) has no servable file {k}")
@@ -126,7 +145,9 @@ class Dashboard:
         for run in self.runs:
             snap = analysis.snapshot(run)
             out.append({"index": run.index, "name": run.name, "path": str(run.path), "rows": snap.n,
-                        "version": snap.version, "skipped": run.skipped, "output_type": run.output_type,
+                        "version": snap.version, "skipped": run.skipped,
+                        "skipped_reasons": dict(run.skipped_reasons), "bad_values": run.bad_values,
+                        "output_type": run.output_type,
                         "classes": len(run.class_names),
                         "total": analysis.stats(snap.verdict, snap.failed)})
         return {"runs": out}
@@ -146,7 +167,8 @@ class Dashboard:
 
     def failures(self, request: Request) -> Any:
         return analysis.failure_modes(self.snap(request), min_count=max(1, _int(request, "min_count", 5)),
-                                      top=min(100, max(1, _int(request, "top", 10))))
+                                      top=min(100, max(1, _int(request, "top", 10))),
+                                      rank=request.query_params.get("rank") or analysis.DEFAULT_RANK)
 
     def objects(self, request: Request) -> Any:
         return analysis.objects(self.snap(request))
@@ -177,19 +199,21 @@ class Dashboard:
     def row(self, request: Request) -> Any:
         run, job_id = self.job(request)
         i = run.index_of(job_id)
-        return {"run": run.index, "row": run.row(i), "item": analysis.items(run, [i])[0]}
+        return {"run": run.index, "row": json_safe(run.row(i)), "item": analysis.items(run, [i])[0]}
 
     def image(self, request: Request) -> Response:
         run, job_id = self.job(request)
         name = request.path_params["name"]
         if name not in PASSES:
             raise NotFound(f"unknown pass {name!r} (one of {', '.join(PASSES)})")
-        path = run.pass_path(job_id, name)
-        if path is None:
+        path = run.pass_file(job_id, name)   # Refused (403): a symlink out of the run, not a regular file
+        data = files.read_inside(run.path, path) if path is not None else None
+        if data is None:
             raise NotFound(f"id {job_id!r} of run {run.name!r} has no logged {name} image")
         if name == "uv":
-            return Response(imaging.uv_png(path), media_type="image/png")
-        return FileResponse(path, media_type="image/png")
+            return Response(imaging.uv_png(data, path.name), media_type="image/png")
+        files.check_size(data, path.name)   # served as is, but a browser would decode it
+        return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
     def companion_info(self, request: Request) -> Any:
         run, job_id = self.job(request)
@@ -200,12 +224,12 @@ class Dashboard:
         if request.headers.get("x-threedb") != "1":
             return _error(403, "missing header X-Threedb: 1 (exports are started from the dashboard's pages)")
         run, job_id = self.job(request)
-        return JSONResponse(self.companions[run.index].start_export(job_id), status_code=202)
+        return SafeJSONResponse(self.companions[run.index].start_export(job_id), status_code=202)
 
     def companion_file(self, request: Request) -> Response:
         run, job_id = self.job(request)
-        path, media = self.companions[run.index].file(job_id, request.path_params["kind"])
-        return FileResponse(path, media_type=media)
+        data, media = self.companions[run.index].file(job_id, request.path_params["kind"])
+        return Response(data, media_type=media)
 
 
 def _wrap(handler: Callable[[Request], Any]) -> Callable[[Request], Response]:
@@ -217,11 +241,16 @@ def _wrap(handler: Callable[[Request], Any]) -> Callable[[Request], Response]:
             return _error(404, str(exc))
         except analysis.QueryError as exc:
             return _error(400, str(exc))
+        except files.Refused as exc:
+            return _error(403, str(exc))
         except ThreeDBError as exc:
             return _error(409, str(exc))
+        except Exception as exc:  # a bug: a JSON message the page can show, and the traceback in the log
+            log.exception("%s %s failed", request.method, request.url.path)
+            return _error(500, f"internal error in {handler.__name__}: {type(exc).__name__}: {exc}")
         if isinstance(result, Response):
             return result
-        return JSONResponse(result, headers={"Cache-Control": "no-store"})
+        return SafeJSONResponse(result, headers={"Cache-Control": "no-store"})
     endpoint.__name__ = handler.__name__
     return endpoint
 
@@ -260,31 +289,31 @@ def create_app(runs: Sequence[Run], *, allowed_hosts: Sequence[str] = ("127.0.0.
 
     routes = [
         Route("/", _page("index.html")),
-        Route("/m/{r:int}/{job_id}", _page("companion.html")),
+        Route("/m/{r}/{job_id}", _page("companion.html")),
         api("/api/runs", d.runs_info),
-        api("/api/runs/{r:int}/params", d.params),
-        api("/api/runs/{r:int}/heatmap", d.heatmap),
-        api("/api/runs/{r:int}/select", d.select),
-        api("/api/runs/{r:int}/failures", d.failures),
-        api("/api/runs/{r:int}/objects", d.objects),
-        api("/api/runs/{r:int}/environments", d.environments),
-        api("/api/runs/{r:int}/complexity", d.complexity),
-        api("/api/runs/{r:int}/surface", d.surface),
-        api("/api/runs/{r:int}/surface.png", d.surface_png),
+        api("/api/runs/{r}/params", d.params),
+        api("/api/runs/{r}/heatmap", d.heatmap),
+        api("/api/runs/{r}/select", d.select),
+        api("/api/runs/{r}/failures", d.failures),
+        api("/api/runs/{r}/objects", d.objects),
+        api("/api/runs/{r}/environments", d.environments),
+        api("/api/runs/{r}/complexity", d.complexity),
+        api("/api/runs/{r}/surface", d.surface),
+        api("/api/runs/{r}/surface.png", d.surface_png),
         api("/api/compare", d.compare),
-        api("/api/runs/{r:int}/rows/{job_id}", d.row),
-        api("/api/runs/{r:int}/images/{job_id}/{name}", d.image),
-        api("/api/runs/{r:int}/companion/{job_id}", d.companion_info),
-        api("/api/runs/{r:int}/companion/{job_id}/export", d.companion_export, ("POST",)),
-        api("/api/runs/{r:int}/companion/{job_id}/files/{kind}", d.companion_file),
+        api("/api/runs/{r}/rows/{job_id}", d.row),
+        api("/api/runs/{r}/images/{job_id}/{name}", d.image),
+        api("/api/runs/{r}/companion/{job_id}", d.companion_info),
+        api("/api/runs/{r}/companion/{job_id}/export", d.companion_export, ("POST",)),
+        api("/api/runs/{r}/companion/{job_id}/files/{kind}", d.companion_file),
         api("/api/reports", d.reports_info),
-        api("/api/reports/{i:int}", d.report_full),
-        api("/api/reports/{i:int}/files/{k:int}", d.report_file),
+        api("/api/reports/{i}", d.report_full),
+        api("/api/reports/{i}/files/{k}", d.report_file),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return _error(404, f"no such page or endpoint: {request.url.path}")
+        return _error(404, f"no such page or endpoint: {_shown(request.url.path, 200)}")
 
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)),
                   Middleware(_SecurityHeaders)]

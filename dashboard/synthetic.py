@@ -124,3 +124,36 @@ def append_rows(run_dir: str | Path, ids: range, *, uid: str, correct: bool, see
             j = job(i, rng)
             j["object"] = {"uid": uid, "path": f"/x/{uid}.glb"}
             store.write(j, {"is_correct": correct, "loss": 0.1 if correct else 1.0, "prediction": prediction}, rgb=None)
+
+
+def make_many_cells_run(run_dir: str | Path, *, seed: int = 0, samples: int = 8) -> Path:
+    """A rows-only run shaped like the quickstart's (11 objects x 8 environments x ``samples`` jobs, six
+    continuous camera/orientation parameters, fog or none): hundreds of small parameter-pair cells,
+    among which some are at 0 % by chance, and two real weaknesses with many rows each (fog, and a
+    zoom below 0.8)."""
+    rng = np.random.default_rng(seed)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    objects = [f"object{k:02d}" for k in range(11)]
+    lines = []
+    for e in range(8):
+        for uid in objects:
+            for s in range(samples):
+                args = {"OrientationControl.rotation_x": float(rng.uniform(-1.5708, 1.5708)),
+                        "OrientationControl.rotation_z": float(rng.uniform(-3.14159, 3.14159)),
+                        "CameraControl.view_point_x": float(rng.uniform(-1, 1)),
+                        "CameraControl.view_point_y": float(rng.uniform(-1, 1)),
+                        "CameraControl.view_point_z": float(rng.uniform(0, 1)),
+                        "CameraControl.zoom_factor": float(rng.uniform(0.5, 2.0)),
+                        "CorruptionControl.corruption_name": str(rng.choice(["none", "fog"])),
+                        "CorruptionControl.severity": 3}
+                p = 0.2 if args["CorruptionControl.corruption_name"] == "fog" else 0.75
+                if args["CameraControl.zoom_factor"] < 0.8:
+                    p *= 0.3
+                ok = bool(rng.random() < p)
+                lines.append(json.dumps({"is_correct": ok, "prediction": [0 if ok else 1], "id": f"env{e}-{uid}-p{s:06d}",
+                                         "environment": f"env{e}.exr", "model": f"{uid}.obj", "render_args": args,
+                                         "output_type": "classes", "status": "ok", "error": None, "object_uid": uid}))
+    (run_dir / "details.log").write_text("\n".join(lines) + "\n")
+    (run_dir / "class_maps.json").write_text(json.dumps(CLASSES))
+    return run_dir

@@ -18,7 +18,6 @@ from threedb.dashboard.loader import Run
 from threedb.dashboard.server import create_app
 from threedb.dashboard.synthetic import make_run
 from threedb.sim.render.files import read_exr
-from threedb.sim.store import RunStore
 
 ROT = "render_args.OrientationControl.rotation_z"
 ZOOM = "render_args.CameraControl.zoom"
@@ -200,7 +199,7 @@ def test_original_3db_log_opens(tmp_path):
 
 def test_failure_modes_ranked_lowest_first(run_dir):
     c = client(run_dir)
-    data = c.get("/api/runs/0/failures", params={"min_count": 4, "top": 30}).json()
+    data = c.get("/api/runs/0/failures", params={"min_count": 4, "top": 30, "rank": "accuracy"}).json()
     accs = [m["accuracy"] for m in data["modes"]]
     assert accs == sorted(accs) and all(m["n"] >= 4 for m in data["modes"])
     rows = [r for r in log_rows(run_dir) if r["status"] == "ok"]

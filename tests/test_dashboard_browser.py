@@ -188,8 +188,8 @@ def test_tabs_failures_objects_environments_surface_compare(page, runs):
         open_dashboard(page, url)
         page.click("button[data-tab=failures]")
         page.wait_for_selector("#failures-table tbody tr")
-        accs = page.eval_on_selector_all("#failures-table tbody tr td:nth-child(4)", "els => els.map(e => parseFloat(e.textContent))")
-        assert accs == sorted(accs) and len(accs) == 10
+        uppers = page.eval_on_selector_all("#failures-table tbody td.interval", "els => els.map(e => +e.dataset.hi)")
+        assert uppers == sorted(uppers) and len(uppers) == 10   # ranked by the upper end of the Wilson interval
         until(page, "Array.from(document.querySelectorAll('#failures .thumbs img')).every(i => i.complete && i.naturalWidth > 0)")
         shot(page, "failures")
 

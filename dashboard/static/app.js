@@ -27,7 +27,11 @@ function showError(err) {
 const runUrl = (path, r = state.run) => `/api/runs/${r}/${path}`;
 const imageUrl = (id, pass = "rgb", r = state.run) => runUrl(`images/${encodeURIComponent(id)}/${pass}`, r);
 const query = (pairs) => new URLSearchParams(pairs).toString();
-const short = (name) => name.replace(/^render_args\./, "");
+// A parameter's name without "render_args." (kept when a render argument is itself called model or environment).
+const short = (name) => {
+  const bare = name.replace(/^render_args\./, "");
+  return bare === "model" || bare === "environment" ? name : bare;
+};
 
 // -- runs and live updates ---------------------------------------------------------------------
 async function loadRuns() {
@@ -46,10 +50,25 @@ async function loadRuns() {
   }
   const run = data.runs[state.run];
   $("live").textContent = `${run.rows} rows · accuracy ${pct(run.total.accuracy)} · ${run.total.failed} failed` +
-    (run.skipped ? ` · ${run.skipped} corrupt lines skipped` : "") + " · live";
+    problemsText(run) + " · live";
   $("live").dataset.rows = run.rows;
+  $("live").dataset.skipped = run.skipped;
+  $("live").dataset.badValues = run.bad_values;
   return data.runs;
 }
+
+// What of the log could not be used: lines skipped (by reason) and rows whose non-finite numbers were dropped.
+function problemsText(run) {
+  let text = "";
+  if (run.skipped) {
+    const reasons = Object.entries(run.skipped_reasons || {}).map(([why, n]) => `${n} ${why}`).join(", ");
+    text += ` · ${run.skipped} corrupt line${run.skipped === 1 ? "" : "s"} skipped (${reasons})`;
+  }
+  if (run.bad_values) text += ` · ${run.bad_values} row${run.bad_values === 1 ? "" : "s"} with NaN/Infinity values (treated as missing)`;
+  return text;
+}
+
+const skippedText = (skipped) => Object.entries(skipped || {}).map(([why, n]) => `${n} ${why}`).join(", ");
 
 async function poll() {
   try {
@@ -160,10 +179,21 @@ function gridFilters() {
   return pairs;
 }
 
+// An image the server would not serve (a symlink out of the run, too many pixels...): say why in its place.
+async function refusedImage(img, url) {
+  let why = "image not available";
+  try { await api(url); } catch (err) { why = err.message; }
+  img.replaceWith(h("span", {class: "refused", title: why}, why));
+}
+
 function gridItem(item, r = state.run) {
   const cls = item.failed ? "failed" : item.correct ? "correct" : item.correct === false ? "wrong" : "";
   const frameBox = h("div", {class: "frame"});
-  if (item.passes.includes("rgb")) frameBox.append(h("img", {src: imageUrl(item.id, "rgb", r), alt: item.id, loading: "lazy"}));
+  if (item.passes.includes("rgb")) {
+    const img = h("img", {src: imageUrl(item.id, "rgb", r), alt: item.id, loading: "lazy"});
+    img.addEventListener("error", () => refusedImage(img, imageUrl(item.id, "rgb", r)));
+    frameBox.append(img);
+  }
   else frameBox.append(h("span", {}, item.failed ? "failed job" : "no image logged"));
   if (state.masks && item.passes.includes("mask")) frameBox.append(h("img", {class: "mask", src: imageUrl(item.id, "mask", r), alt: "mask"}));
   if (item.boxes.length) {
@@ -209,14 +239,26 @@ function regionText(mode) {
   return mode.params.map((p, i) => `${short(p)} ∈ ${mode.labels[i]}`).join("  &  ");
 }
 
+const num = (x) => (x !== 0 && x < 0.001 ? x.toExponential(1) : x.toPrecision(2));
+const RANK_COLUMN = {accuracy: 3, wilson: 4, test: 6};  // the column the ranking sorts by
+
 async function drawFailures() {
-  const data = await api(`${runUrl("failures")}?${query({min_count: $("min-count").value || 5})}`);
-  const rows = data.modes.map((m, i) => h("tr", {class: "mode-row"}, h("td", {}, i + 1), h("td", {}, m.kind),
-    h("td", {}, regionText(m)), h("td", {}, pct(m.accuracy)), h("td", {}, `${m.correct}/${m.n}`),
+  const rank = $("rank").value || "wilson";
+  const data = await api(`${runUrl("failures")}?${query({min_count: $("min-count").value || 5, rank})}`);
+  const rows = data.modes.map((m, i) => h("tr", {class: "mode-row" + (m.significant ? " significant" : ""), "data-n": m.n},
+    h("td", {}, i + 1), h("td", {}, m.kind),
+    h("td", {}, regionText(m)), h("td", {}, pct(m.accuracy)),
+    h("td", {class: "interval", "data-lo": m.interval[0], "data-hi": m.interval[1]}, intervalBar(m.interval, m.accuracy, data.overall.accuracy)),
+    h("td", {}, `${m.correct}/${m.n}`), h("td", {class: "q", title: `one-sided p = ${num(m.p_value)}`}, num(m.q_value) + (m.significant ? " *" : "")),
     h("td", {class: "thumbs"}, m.examples.map((id) => h("img", {src: imageUrl(id), alt: id, title: id, onerror: (e) => e.target.remove()})))));
   $("failures").replaceChildren(
-    h("p", {class: "hint"}, `overall accuracy ${pct(data.overall.accuracy)} over ${data.overall.n} rows; regions with at least ${data.min_count} rows`),
-    h("table", {id: "failures-table"}, h("thead", {}, h("tr", {}, ["#", "kind", "where", "accuracy", "correct/n", "wrong examples"].map((t) => h("th", {}, t)))),
+    h("p", {class: "hint", id: "failures-hint"}, `overall accuracy ${pct(data.overall.accuracy)} over ${data.overall.n} rows; ` +
+      `${data.regions} regions with at least ${data.min_count} rows, ranked by ${data.ranks[data.rank]}. ` +
+      `Interval: ${Math.round(data.confidence * 100)} % Wilson; q: Benjamini-Hochberg over the ${data.regions} regions ` +
+      `(* at most ${Math.round(data.fdr * 100)} % false discoveries).`),
+    h("table", {id: "failures-table", "data-rank": data.rank}, h("thead", {}, h("tr", {},
+      ["#", "kind", "where", "accuracy", `${Math.round(data.confidence * 100)} % interval`, "correct/n", "q-value", "wrong examples"]
+        .map((t, k) => h("th", {class: k === RANK_COLUMN[data.rank] ? "sorted" : null}, t)))),
       h("tbody", {}, rows)));
 }
 
@@ -246,13 +288,14 @@ async function drawObjects() {
 async function drawEnvironments() {
   const data = await api(runUrl("environments"));
   $("env-box").replaceChildren(boxPlot(data.environments.map((e) => ({
-    label: `${e.environment} (${pct(e.accuracy)})`, box: e.box,
+    label: e.environment, note: pct(e.accuracy), box: e.box,
     points: e.objects.map((o) => ({label: o.model, value: o.accuracy}))}))));
   const cx = await api(runUrl("complexity"));
   const labels = cx.bins.map((b) => `${b.lo.toFixed(3)}–${b.hi.toFixed(3)}`);
   $("complexity").replaceChildren(
-    h("p", {class: "hint"}, `${cx.measure}; ${cx.points.length} images in ${cx.bins.length} equal-count bins; ` +
-      `correlation with correctness ${cx.correlation === null ? "–" : cx.correlation.toFixed(3)}`),
+    h("p", {class: "hint", id: "complexity-measure"}, `${cx.measure}; ${cx.points.length} images in ${cx.bins.length} equal-count bins; ` +
+      `correlation with correctness ${cx.correlation === null ? "–" : cx.correlation.toFixed(3)}` +
+      (Object.keys(cx.skipped).length ? `; images left out: ${skippedText(cx.skipped)}` : "")),
     barChart(labels, {accuracy: cx.bins.map((b) => b.accuracy)}));
 }
 
@@ -264,12 +307,13 @@ async function drawSurface() {
   const q = query({model: select.value || ""});
   try {
     const data = await api(`${runUrl("surface")}?${q}`);
+    const left = Object.keys(data.skipped).length ? ` (uv passes left out: ${skippedText(data.skipped)})` : "";
     if (!data.rows) {
-      $("surface").replaceChildren(h("p", {class: "hint"}, "No uv passes logged for this object (render.passes needs uv)."));
+      $("surface").replaceChildren(h("p", {class: "hint", id: "surface-missing"}, data.missing + left));
       return;
     }
     $("surface").replaceChildren(h("img", {src: `${runUrl("surface.png")}?${q}&v=${state.versions[state.run]}`, alt: "surface heat map"}),
-      h("p", {class: "hint"}, `${data.model}: ${data.rows} renders, ${data.grid}×${data.grid} UV cells (u right, v up)`));
+      h("p", {class: "hint"}, `${data.model}: ${data.rows} renders, ${data.grid}×${data.grid} UV cells (u right, v up)${left}`));
   } catch (err) { showError(err); }
 }
 
@@ -326,6 +370,7 @@ window.addEventListener("DOMContentLoaded", async () => {
   $("prev-page").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); drawGrid().catch(showError); });
   $("next-page").addEventListener("click", () => { state.page += 1; drawGrid().catch(showError); });
   $("min-count").addEventListener("change", () => drawFailures().catch(showError));
+  $("rank").addEventListener("change", () => drawFailures().catch(showError));
   $("surface-model").addEventListener("change", () => drawSurface());
   for (const id of ["cmp-a", "cmp-b", "cmp-param"]) $(id).addEventListener("change", () => drawCompare().catch(showError));
   try {

@@ -66,24 +66,46 @@ function lineChart(title, labels, series, width = 360, height = 200) {
   return h("div", {class: "chart"}, h("h3", {}, title), f.svg, legend);
 }
 
-// Box plots: groups = [{label, box: {min, q1, median, q3, max}, points: [value]}]
-function boxPlot(groups, width = 520, height = 240) {
-  const f = frame(width, height, {l: 38, r: 8, t: 8, b: 40});
+// A label cut to at most n characters (the full text goes in a <title>).
+const clip = (text, n) => (text.length > n ? text.slice(0, n - 1) + "…" : text);
+
+// Box plots: groups = [{label, note, box: {min, q1, median, q3, max}, points: [{label, value}]}]. Group labels
+// are written vertically under their box (cut to fit, full text on hover), so any number of long
+// names stays readable; the plot widens to keep at least 28 px per group.
+function boxPlot(groups, width = 520, height = 350) {
+  width = Math.max(width, 46 + 28 * groups.length);
+  const f = frame(width, height, {l: 38, r: 8, t: 8, b: 150});
   const y = yAxis(f, [0, 0.25, 0.5, 0.75, 1]);
   const step = (f.x1 - f.x0) / Math.max(1, groups.length);
   groups.forEach((g, i) => {
     const cx = f.x0 + step * (i + 0.5), w = Math.min(40, step * 0.5);
-    f.svg.append(s("text", {x: cx, y: f.y0 + 14, "text-anchor": "middle"}, g.label));
+    const full = g.note ? `${g.label} (${g.note})` : g.label;
+    const text = g.note ? `${clip(g.label, 16)} (${g.note})` : clip(g.label, 24);
+    f.svg.append(s("text", {class: "group-label", x: cx + 3, y: f.y0 + 6, "text-anchor": "end",
+                            transform: `rotate(-90 ${cx + 3} ${f.y0 + 6})`}, s("title", {}, full), text));
     if (g.box.median === null) return;
     f.svg.append(
       s("line", {x1: cx, x2: cx, y1: y(g.box.min), y2: y(g.box.max), stroke: "#555"}),
       s("rect", {class: "box", x: cx - w / 2, width: w, y: y(g.box.q3), height: Math.max(1, y(g.box.q1) - y(g.box.q3)),
-                 fill: "#bbdefb", stroke: "#1565c0"}, s("title", {}, `${g.label}: median ${pct(g.box.median)}`)),
+                 fill: "#bbdefb", stroke: "#1565c0"}, s("title", {}, `${full}: median ${pct(g.box.median)}`)),
       s("line", {x1: cx - w / 2, x2: cx + w / 2, y1: y(g.box.median), y2: y(g.box.median), stroke: "#0d47a1", "stroke-width": 2}));
     g.points.forEach((p) => f.svg.append(s("circle", {cx: cx + w * 0.7, cy: y(p.value), r: 2.5, fill: "#ef6c00"},
                                              s("title", {}, `${p.label}: ${pct(p.value)}`))));
   });
   return f.svg;
+}
+
+// A confidence interval on a 0..1 scale: bar [lo, hi], dot at the estimate, tick at the overall accuracy.
+function intervalBar(interval, estimate, overall, width = 120) {
+  const x = (a) => 4 + a * (width - 8);
+  const [lo, hi] = interval;
+  const svg = s("svg", {width, height: 14, viewBox: `0 0 ${width} 14`, class: "interval-bar"},
+    s("line", {x1: x(0), x2: x(1), y1: 7, y2: 7, stroke: "#e0e0e0"}),
+    s("rect", {x: x(lo), width: Math.max(1, x(hi) - x(lo)), y: 4, height: 6, fill: "#ef9a9a"}),
+    s("circle", {cx: x(estimate), cy: 7, r: 2.5, fill: "#c62828"}),
+    overall === null ? null : s("line", {x1: x(overall), x2: x(overall), y1: 1, y2: 13, stroke: "#1565c0"}),
+    s("title", {}, `${pct(lo)} – ${pct(hi)} (overall ${pct(overall)})`));
+  return h("span", {}, svg, ` ${pct(lo)}–${pct(hi)}`);
 }
 
 // Grouped bars: labels on x, series = {name: [value 0..1 or null]}
