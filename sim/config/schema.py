@@ -135,9 +135,12 @@ class LoggingConfig(BaseModel):
         images = "images" in self.loggers
         explicit = self.model_fields_set
         loggers = tuple(dict.fromkeys(("json",) + tuple(self.loggers)))   # details.log is the record
-        return {"log_images": self.log_images if "log_images" in explicit else ("all" if images else "none"),
-                "extra_passes": list(self.extra_passes if "extra_passes" in explicit or "loggers" not in explicit
-                                     else (rendered if images else ())),
+        log_images = self.log_images if "log_images" in explicit else ("all" if images else "none")
+        passes = self.extra_passes if "extra_passes" in explicit or "loggers" not in explicit \
+            else (rendered if images else ())
+        # passes are kept beside an image: with no images kept (e.g. a legacy json-only logger list over a
+        # base that keeps passes) there is nothing to keep them beside
+        return {"log_images": log_images, "extra_passes": list(passes) if log_images != "none" else [],
                 "loggers": list(loggers)}
 
     @field_validator("extra_passes", mode="before")
