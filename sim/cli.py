@@ -79,6 +79,7 @@ COMMAND_MODULES: list[tuple[str, str, str]] = [
     ("attack", "threedb.evaluators.attack.cli", "attack a model on a dataset (FGSM, PGD, APGD, Square; worst case) and report"),
     ("certify", "threedb.evaluators.certify.cli", "certify a model with randomized smoothing (classification, segmentation, local equivalence); analyze Cohen-format logs"),
     ("verify", "threedb.evaluators.verify.cli", "complete verification (bounds + MILP): a VNN-COMP instance, a benchmark folder, or a classifier on a dataset"),
+    ("bg-variants", "threedb.evaluators.bg_variants.cli", "background variants (ImageNet-9 style) of a dataset as ImageDatasets; accuracy per variant, BG-GAP, adversarial backgrounds"),
     ("project", "threedb.evaluators.project.cli", "project a dataset onto source groups (MMD mixture weights): weights, a resampled set, render-more config"),
 ]
 

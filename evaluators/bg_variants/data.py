@@ -1,0 +1,71 @@
+"""The job's dataset as background-variant samples: exact masks (rendered data) or boxes (GrabCut)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from threedb.evaluators.jobs.config import JobConfig
+from threedb.evaluators.jobs.data import stratified
+from threedb.robustness.backgrounds import Sample
+
+from .config import BgVariantsSchema
+
+
+@dataclass(frozen=True)
+class LoadedSamples:
+    """The samples of the job and how their foregrounds are found (``mask`` or ``grabcut``)."""
+
+    samples: list[Sample]
+    method: str
+    grabcut_iterations: Optional[int]
+    records: dict[str, Any]        #: sample id -> the dataset record it came from
+
+
+def foreground_method(config: JobConfig[BgVariantsSchema], dataset: Any) -> str:
+    """``mask`` or ``grabcut`` for ``foreground.source`` on this dataset, or a config error naming
+    ``foreground.source`` (or ``data.root`` under ``auto``) when the dataset lacks what it needs."""
+    source = config.schema.foreground.source
+    root = config.schema.data.root
+    has_masks = "mask" in dataset.passes
+    has_boxes = any(r.boxes is not None for r in dataset.records)
+    if source == "mask" or (source == "auto" and has_masks):
+        if not has_masks:
+            raise config.error("foreground.source", f"foreground.source: mask, but dataset {root} has no object "
+                               f"masks (its passes: {list(dataset.passes) or 'none'})", value=source,
+                               expected="boxes (a COCO/VOC annotated dataset) or auto")
+        return "mask"
+    if not has_boxes:
+        what = "object masks nor boxes" if source == "auto" else "boxes"
+        raise config.error("data.root" if source == "auto" else "foreground.source",
+                           f"dataset {root} has neither {what}: the background variants need the foreground "
+                           "of every image (export a run with its mask pass, or give COCO/VOC boxes)",
+                           value=root if source == "auto" else source)
+    return "grabcut"
+
+
+def load_samples(config: JobConfig[BgVariantsSchema], dataset: Any,
+                 on_sample: Optional[Callable[[], None]] = None) -> LoadedSamples:
+    """Up to ``data.max_examples`` samples (stratified over the classes) with masks or boxes, not both."""
+    method = foreground_method(config, dataset)
+    indices = stratified([r.label for r in dataset.records], config.schema.data.max_examples)
+    samples: list[Sample] = []
+    records: dict[str, Any] = {}
+    for i in indices:
+        image, label, target = dataset[i]
+        target = dict(target)
+        if method == "mask":
+            target.pop("boxes", None)
+        else:
+            target.pop("mask", None)
+            if "boxes" not in target:      # an image without annotation: "no box" (filtered with a count)
+                target["boxes"] = image.new_zeros((0, 4))
+        sample = Sample.from_item(image, label, target)
+        samples.append(sample)
+        records[sample.id] = dataset.records[i]
+        if on_sample is not None:
+            on_sample()
+    iterations = config.schema.foreground.grabcut_iterations if method == "grabcut" else None
+    return LoadedSamples(samples, method, iterations, records)
+
+
+__all__ = ["LoadedSamples", "foreground_method", "load_samples"]
