@@ -8,7 +8,7 @@ docs/backgrounds.md).
     model: {card: ../assets/models/quickstart/card.json}     # or an inline `inference:` mapping
     models: []                        # more models scored on the same variants: [{name: ..., card: ...}]
     data: {root: ../assets/datasets/quickstart_heldout, max_examples: 110, batch_size: 64}
-    foreground: {source: auto, grabcut_iterations: 5}     # auto | mask | boxes
+    foreground: {source: auto, grabcut_iterations: 5}     # auto | mask | boxes; coco: / voc: box files
     variants: [ORIGINAL, ONLY-BG-B, ONLY-BG-T, NO-FG, ONLY-FG, MIXED-SAME, MIXED-RAND, MIXED-NEXT]
     crop: null                        # the model's eval crop {resize, size} for the crop filter; null: none
     paired: true
@@ -29,7 +29,7 @@ from threedb.robustness.backgrounds import GRABCUT_ITERATIONS, VARIANTS
 
 _STRICT = ConfigDict(extra="forbid")
 #: Path keys: the dataset, the output, the main model's and every extra model's files.
-PATH_KEYS = (("data", "root"), ("output",), *MODEL_PATH_KEYS,
+PATH_KEYS = (("data", "root"), ("output",), ("foreground", "coco"), ("foreground", "voc"), *MODEL_PATH_KEYS,
              *(("models", "*", key[1]) for key in MODEL_PATH_KEYS))
 
 
@@ -39,6 +39,8 @@ class ForegroundConfig(BaseModel):
 
     model_config = _STRICT
     source: Literal["auto", "mask", "boxes"] = "auto"
+    coco: Optional[str] = None        #: a COCO json of boxes for an image-folder dataset
+    voc: Optional[str] = None         #: a Pascal VOC annotation folder for an image-folder dataset
     grabcut_iterations: int = Field(GRABCUT_ITERATIONS, ge=1, le=100)
 
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from threedb.evaluators.jobs.config import JobConfig
-from threedb.evaluators.jobs.data import stratified
+from threedb.evaluators.jobs.data import open_dataset, stratified
 from threedb.robustness.backgrounds import Sample
 
 from .config import BgVariantsSchema
@@ -19,6 +20,30 @@ class LoadedSamples:
     method: str
     grabcut_iterations: Optional[int]
     records: dict[str, Any]        #: sample id -> the dataset record it came from
+
+
+def open_job_dataset(config: JobConfig[BgVariantsSchema]) -> Any:
+    """The job's dataset: the shared ``data:`` dataset, with the boxes of ``foreground.coco`` /
+    ``foreground.voc`` attached when given (an image-folder tree annotated with boxes)."""
+    fg = config.schema.foreground
+    if fg.coco is None and fg.voc is None:
+        return open_dataset(config)
+    from threedb.evaluators.datasets import ImageDataset
+    from threedb.evaluators.datasets.errors import DatasetError
+
+    data = config.schema.data
+    if not Path(data.root).is_dir():
+        raise config.error("data.root", f"dataset folder not found: {data.root}", value=data.root)
+    key = "foreground.coco" if fg.coco is not None else "foreground.voc"
+    try:
+        dataset = ImageDataset(data.root, coco=fg.coco, voc=fg.voc)
+    except DatasetError as exc:
+        raise config.error(key, str(exc), value=fg.coco or fg.voc) from None
+    if data.environments is not None:
+        dataset = dataset.subset(environments=data.environments)
+    if len(dataset) == 0:
+        raise config.error("data", f"dataset {data.root} has no examples (after the environments filter)")
+    return dataset
 
 
 def foreground_method(config: JobConfig[BgVariantsSchema], dataset: Any) -> str:
@@ -68,4 +93,4 @@ def load_samples(config: JobConfig[BgVariantsSchema], dataset: Any,
     return LoadedSamples(samples, method, iterations, records)
 
 
-__all__ = ["LoadedSamples", "foreground_method", "load_samples"]
+__all__ = ["LoadedSamples", "foreground_method", "load_samples", "open_job_dataset"]

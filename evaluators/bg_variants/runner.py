@@ -4,19 +4,21 @@ appended to ``examples.jsonl`` per model; a resumed job keeps the models already
 backgrounds -> ``report.json``, plots and grids."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 from threedb.evaluators.jobs.config import JobConfig, config_digest, model_spec
-from threedb.evaluators.jobs.data import JobModel, load_job_model, open_job
+from threedb.evaluators.jobs.data import JobModel, load_job_model
 from threedb.evaluators.jobs.output import JobOutput, write_atomic
+from threedb.evaluators.models import resolve_device
 from threedb.evaluators.jobs.progress import print_summary, progress
 from threedb.robustness.backgrounds import BackgroundsError, CropSpec, VariantSet, make_variants
 from threedb.sim.errors import ThreeDBError
 
 from .config import BgVariantsSchema, model_entries
-from .data import LoadedSamples, load_samples
+from .data import LoadedSamples, load_samples, open_job_dataset
 from .report import build_report
 from .scoring import (ModelScores, adversarial, example_rows, job_predictor, predict_variants,
                       predictions_from_rows, score)
@@ -75,7 +77,13 @@ def run_bg_variants_job(config: JobConfig[BgVariantsSchema], *, out: str | Path 
     """Run the job ``config`` describes into ``out`` (default: its ``output:``); returns the report."""
     started = time.perf_counter()
     schema = config.schema
-    dev, dataset, main = open_job(config, device)
+    dev = resolve_device(device or schema.device, file=config.file_of("device") if device is None else "--device",
+                         key="device")
+    dataset = open_job_dataset(config)
+    spec, base_dir = model_spec(schema.model, config)
+    main = load_job_model({k: v for k, v in spec.items() if k != "name"}, base_dir=base_dir, device=dev,
+                          file=config.file_of("model"), key="model")
+    main.card = schema.model.get("card")
     classes = list(dataset.classes)
     models = load_models(config, main, dev, classes)
     bar = None if quiet else progress(min(len(dataset), schema.data.max_examples or len(dataset)), desc="load")
@@ -92,15 +100,13 @@ def run_bg_variants_job(config: JobConfig[BgVariantsSchema], *, out: str | Path 
     bar = None if quiet else progress(len(vset.rows), desc="variants")
     manifest: list[dict[str, Any]] = []
     for variant in vset.variants:
-        _, rows, _ = write_variant(out_dir, vset, variant, dataset, note=note,
-                                   on_image=bar.update if bar else None)
+        _, rows, written = write_variant(out_dir, vset, variant, dataset, note=note,
+                                         on_image=bar.update if bar else None)
         manifest += [{**r, "file": f"variants/{variant}/{r['file']}"} for r in rows]
-        if bar is not None and len(rows) and bar.n < sum(len(vset.variant(v)) for v in vset.variants[
-                :vset.variants.index(variant) + 1]):
+        if bar is not None and not written:
             bar.update(len(rows))          # a variant kept from before (resume)
     if bar is not None:
         bar.close()
-    import json
     write_atomic(out_dir / MANIFEST, "".join(json.dumps(r, allow_nan=False) + "\n" for r in manifest))
 
     labels = vset.labels
