@@ -32,6 +32,8 @@ def kind(path: Path) -> str:
         return "verify"
     if "groups" in data and "target" in data and "output" in data:
         return "project"
+    if "variants" in data and "foreground" in data and "output" in data:
+        return "bg-variants"
     return "experiment"
 
 
@@ -75,8 +77,15 @@ def test_project_config_loads(name):
     assert load_project_config(CONFIGS / name).schema.groups.type
 
 
+@pytest.mark.parametrize("name", of_kind("bg-variants"))
+def test_bg_variants_config_loads(name):
+    from threedb.evaluators.bg_variants.config import load_bg_variants_config
+
+    assert load_bg_variants_config(CONFIGS / name).schema.variants
+
+
 def test_every_kind_is_shipped():
-    assert {"experiment", "training", "attack", "certify", "verify", "project"} <= set(KINDS.values())
+    assert {"experiment", "training", "attack", "certify", "verify", "project", "bg-variants"} <= set(KINDS.values())
 
 
 def test_quickstart_has_704_distinct_jobs():
