@@ -215,6 +215,13 @@ def test_too_few_images_to_balance_is_one_error_and_nothing_is_lost(tmp_path):
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
 
 
+def test_boxes_asked_on_a_dataset_without_boxes_is_one_error(tmp_path):
+    proc = threedb("--out", str(tmp_path / "out"), "--set", "foreground.source=boxes")
+    assert proc.returncode == 2
+    assert "foreground.source" in proc.stderr and "has no boxes" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_key_is_one_error_naming_file_and_key(tmp_path):
     config = _config(tmp_path, "adversarial: {budgett: 3}\n")
     proc = threedb(str(config), "--out", str(tmp_path / "out"))

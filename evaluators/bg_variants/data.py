@@ -60,9 +60,9 @@ def foreground_method(config: JobConfig[BgVariantsSchema], dataset: Any) -> str:
                                expected="boxes (a COCO/VOC annotated dataset) or auto")
         return "mask"
     if not has_boxes:
-        what = "object masks nor boxes" if source == "auto" else "boxes"
+        what = "neither object masks nor boxes" if source == "auto" else "no boxes"
         raise config.error("data.root" if source == "auto" else "foreground.source",
-                           f"dataset {root} has neither {what}: the background variants need the foreground "
+                           f"dataset {root} has {what}: the background variants need the foreground "
                            "of every image (export a run with its mask pass, or give COCO/VOC boxes)",
                            value=root if source == "auto" else source)
     return "grabcut"

@@ -18,7 +18,7 @@ from threedb.robustness.backgrounds import BackgroundsError, CropSpec, VariantSe
 from threedb.sim.errors import ThreeDBError
 
 from .config import BgVariantsSchema, model_entries
-from .data import LoadedSamples, load_samples, open_job_dataset
+from .data import LoadedSamples, foreground_method, load_samples, open_job_dataset
 from .report import build_report
 from .scoring import (ModelScores, adversarial, example_rows, job_predictor, predict_variants,
                       predictions_from_rows, score)
@@ -86,6 +86,7 @@ def run_bg_variants_job(config: JobConfig[BgVariantsSchema], *, out: str | Path 
     main.card = schema.model.get("card")
     classes = list(dataset.classes)
     models = load_models(config, main, dev, classes)
+    foreground_method(config, dataset)          # a dataset without masks or boxes fails before any work
     bar = None if quiet else progress(min(len(dataset), schema.data.max_examples or len(dataset)), desc="load")
     loaded = load_samples(config, dataset, on_sample=bar.update if bar else None)
     if bar is not None:
