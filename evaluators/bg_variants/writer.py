@@ -15,20 +15,16 @@ from typing import Any, Callable, Optional, Sequence
 from PIL import Image
 
 from threedb.evaluators.datasets.export import safe_name
-from threedb.evaluators.datasets.format import DATASET_JSON, FORMAT_NAME, FORMAT_VERSION, IMAGES, SAMPLES
+from threedb.evaluators.datasets.format import (DATASET_JSON, FORMAT_NAME, FORMAT_VERSION, IMAGES, SAMPLES,
+                                                class_entries)
 from threedb.robustness.backgrounds import VariantSet
 
 VARIANTS_DIR = "variants"
 
 
-def class_entries(dataset: Any) -> list[dict[str, Any]]:
+def dataset_class_entries(dataset: Any) -> list[dict[str, Any]]:
     """The variant datasets' class list: the source dataset's (uid, name, folder)."""
-    header = getattr(dataset, "header", None)
-    if header is not None:
-        return [{"index": i, "uid": c["uid"], "name": c["name"], "folder": c["folder"]}
-                for i, c in enumerate(header["classes"])]
-    return [{"index": i, "uid": name, "name": name, "folder": name if safe_name(name) else f"class_{i}"}
-            for i, name in enumerate(dataset.classes)]
+    return class_entries(getattr(dataset, "header", None), dataset.classes)
 
 
 def manifest_rows(vset: VariantSet, variant: str, classes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -56,7 +52,7 @@ def write_variant(root: Path, vset: VariantSet, variant: str, dataset: Any, *, n
                   on_image: Optional[Callable[[], None]] = None) -> tuple[Path, list[dict[str, Any]], bool]:
     """Write one variant into ``root/variants/<variant>``; returns ``(folder, rows, written)`` where
     ``written`` is False when a complete identical folder was already there."""
-    classes = class_entries(dataset)
+    classes = dataset_class_entries(dataset)
     rows = manifest_rows(vset, variant, classes)
     folder = root / VARIANTS_DIR / variant
     if complete(folder, rows):
@@ -87,4 +83,4 @@ def write_variant(root: Path, vset: VariantSet, variant: str, dataset: Any, *, n
     return folder, rows, True
 
 
-__all__ = ["VARIANTS_DIR", "class_entries", "complete", "manifest_rows", "write_variant"]
+__all__ = ["VARIANTS_DIR", "dataset_class_entries", "complete", "manifest_rows", "write_variant"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from threedb.evaluators.datasets.errors import DatasetError
 
@@ -62,3 +62,20 @@ def read_header(root: str | Path) -> dict[str, Any]:
     if not isinstance(data.get("passes", {}), dict):
         raise DatasetError(path, "'passes' must be a mapping {pass: {dir, format}}")
     return data
+
+
+def class_entries(header: Mapping[str, Any] | None, names: Sequence[str]) -> list[dict[str, Any]]:
+    """The ``classes`` list of a derived dataset (``{index, uid, name, folder}``): an exported dataset's own
+    ``header`` classes, else one entry per class name (the name as uid and, when it is a safe path
+    component, as folder; ``class_<i>`` otherwise)."""
+    if header is not None:
+        return [{"index": i, "uid": c["uid"], "name": c["name"], "folder": c["folder"]}
+                for i, c in enumerate(header["classes"])]
+    return [{"index": i, "uid": name, "name": name, "folder": name if _safe(name) else f"class_{i}"}
+            for i, name in enumerate(names)]
+
+
+def _safe(name: str) -> bool:
+    from threedb.evaluators.datasets.export import safe_name
+
+    return safe_name(name)

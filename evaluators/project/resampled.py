@@ -14,20 +14,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from threedb.evaluators.datasets.export import safe_name
 from threedb.evaluators.datasets.format import DATASET_JSON, FORMAT_NAME, FORMAT_VERSION, IMAGES, SAMPLES, pass_dir
+from threedb.evaluators.datasets.format import class_entries as dataset_class_entries
 from threedb.evaluators.project.data import Side
 from threedb.evaluators.project.groups import Grouping
 
 
 def class_entries(target: Side) -> list[dict[str, Any]]:
     """The resampled dataset's class list: the target's (uid, name and folder of an exported target)."""
-    header = target.dataset.header
-    if header is not None:
-        return [{"index": i, "uid": c["uid"], "name": c["name"], "folder": c["folder"]}
-                for i, c in enumerate(header["classes"])]
-    return [{"index": i, "uid": name, "name": name, "folder": name if safe_name(name) else f"class_{i}"}
-            for i, name in enumerate(target.classes)]
+    return dataset_class_entries(target.dataset.header, target.classes)
 
 
 def write_resampled(folder: Path, target: Side, source: Side, indices: Sequence[int], labels: Sequence[int],
