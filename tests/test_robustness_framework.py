@@ -1,0 +1,131 @@
+"""Robustness-function framework (threedb.robustness.framework): estimators against closed forms on a linear
+classifier, the margin-curve evaluation against exact distances, the WAE, and bad input."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from threedb.robustness.framework import (WAE, FrameworkError, OnManifold, UniformBall, basic_robustness,
+                                          manifold_samples, margin_evaluation, r2_function, r4_function,
+                                          robustness_score, train_wae)
+
+
+class HalfSpace(nn.Module):
+    """Two logits ``[0, w.x + b]``: class 1 on the half-space ``w.x + b > 0``."""
+
+    def __init__(self, w: list[float], b: float) -> None:
+        super().__init__()
+        self.lin = nn.Linear(len(w), 1)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.tensor([w]))
+            self.lin.bias.fill_(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.lin(x.flatten(1))
+        return torch.cat([torch.zeros_like(s), s], 1)
+
+
+def model() -> HalfSpace:
+    return HalfSpace([1.0, 0.0], -0.5)          # boundary x_0 = 0.5, L2 and L-inf distance |x_0 - 0.5|
+
+
+def points() -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(40, 2, generator=g) * 0.8 + 0.1
+    return x[(x[:, 0] - 0.5).abs() > 0.02]
+
+
+def test_uniform_linf_estimate_matches_closed_form_and_interval_covers() -> None:
+    # x_0 = 0.4, eps = 0.2: the L-inf box is [0.2, 0.6] in x_0, the prediction stays on [0.2, 0.5]: 3/4
+    x = torch.tensor([[0.4, 0.5]])
+    est = basic_robustness(model(), x, [0.2], UniformBall("linf", 4000), seed=1)
+    assert abs(float(est.r[0, 0]) - 0.75) < 0.03
+    low, high = est.interval(0.01)
+    assert low[0, 0] <= 0.75 <= high[0, 0]
+    # the Clopper-Pearson interval covers the truth in (about) 95% of independent seeds
+    covered = 0
+    for seed in range(40):
+        e = basic_robustness(model(), x, [0.2], UniformBall("linf", 200), seed=seed)
+        lo, hi = e.interval(0.05)
+        covered += int(lo[0, 0] <= 0.75 <= hi[0, 0])
+    assert covered >= 34
+
+
+def test_uniform_l2_estimate_matches_high_sample_reference() -> None:
+    # L2 disc of radius 0.2 centred 0.1 from the line: kept mass = 1 - segment area / disc area
+    x, eps, d = torch.tensor([[0.4, 0.5]]), 0.2, 0.1
+    segment = eps ** 2 * math.acos(d / eps) - d * math.sqrt(eps ** 2 - d ** 2)
+    truth = 1 - segment / (math.pi * eps ** 2)
+    est = basic_robustness(model(), x, [eps], UniformBall("l2", 5000), seed=0)
+    lo, hi = est.interval(0.001)
+    assert lo[0, 0] <= truth <= hi[0, 0]
+    assert abs(float(est.r[0, 0]) - truth) < 0.03
+
+
+def test_sampled_r2_is_an_upper_bound_close_to_the_analytic_margin_area() -> None:
+    x, grid = points(), torch.linspace(0.0, 0.3, 31)
+    margin = (x[:, 0] - 0.5).abs().double()
+    analytic = float(margin.clamp(0, 0.3).mean())
+    score = robustness_score(r2_function("linf", samples=300), model(), x, grid, seed=0)
+    assert score.value >= analytic - 0.3 / 30       # the grid's resolution; sampling can only miss a flip
+    assert score.value <= analytic + 0.03
+    low, high = score.interval
+    assert low <= score.value <= high
+    assert score.sizes["inputs"] == x.shape[0] and score.sizes["samples_min"] == 300
+
+
+def test_scores_are_deterministic_per_seed() -> None:
+    x, grid = points(), torch.linspace(0.0, 0.3, 7)
+    a = robustness_score(r2_function("l2", samples=50), model(), x, grid, seed=5)
+    b = robustness_score(r2_function("l2", samples=50), model(), x, grid, seed=5)
+    assert torch.equal(a.per_input, b.per_input)
+
+
+def test_margin_evaluation_is_sound_and_tight_on_a_linear_model() -> None:
+    x, grid = points(), torch.linspace(0.0, 0.6, 13)
+    exact = (x[:, 0] - 0.5).abs().double()
+    for norm in ("l2", "linf"):
+        res = margin_evaluation(model(), x, norm=norm, eps=grid, seed=0)
+        assert torch.isfinite(res.margin).all()
+        # sound side: each margin is the distance of a point that changes the prediction, so >= exact
+        assert (res.margin >= exact - 1e-6).all()
+        assert (res.margin - exact).abs().max() < 1e-3
+        pred = model()(res.point).argmax(1)
+        assert (pred != res.prediction).all()
+        assert abs(res.area - float(exact.clamp(0, 0.6).mean())) < 1e-3
+        assert abs(sum(res.share.values()) - 1.0) < 1e-9
+
+
+def test_wae_loss_falls_and_sampling_is_deterministic() -> None:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.2] * 8, [0.8] * 8])
+    data = (centres[torch.randint(0, 2, (128,), generator=g)] + 0.05 * torch.randn(128, 8, generator=g)).clamp(0, 1)
+    torch.manual_seed(0)
+    wae = WAE((8,), latent=2, hidden=32)
+    losses = train_wae(wae, data, steps=150, batch_size=32, lr=3e-3, seed=0)
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+    s1 = manifold_samples(wae.encode, wae.decode, data[:4], samples=10, generator=torch.Generator().manual_seed(1))
+    s2 = manifold_samples(wae.encode, wae.decode, data[:4], samples=10, generator=torch.Generator().manual_seed(1))
+    assert s1.shape == (4, 10, 8) and torch.equal(s1, s2)
+    # R4 through the frozen WAE: a probability-weighted score in [0, 1] once normalised
+    clf = HalfSpace([1.0] + [0.0] * 7, -0.5)
+    score = robustness_score(r4_function(wae.encode, wae.decode, samples=50), clf, data[:16],
+                             torch.linspace(0.1, 1.0, 10))
+    assert 0.0 <= score.normalized <= 1.0
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: basic_robustness(model(), points(), [-0.1], UniformBall("l2", 10)), "eps must be >= 0"),
+    (lambda: basic_robustness(model(), torch.rand(3), [0.1], UniformBall("l2", 10)), "float batch"),
+    (lambda: UniformBall("l1", 10), "unknown norm"),
+    (lambda: UniformBall("l2", 0), "positive integer"),
+    (lambda: robustness_score(r4_function(lambda x: x, lambda z: z), model(), points(), [0.0, 0.1]), "> 0"),
+    (lambda: OnManifold(lambda x: x, lambda z: z, sigma=0.0), "sigma"),
+    (lambda: margin_evaluation(model(), points(), norm="l3", eps=[0.1]), "unknown norm"),
+])
+def test_bad_input_gives_one_clear_error(call, words: str) -> None:
+    with pytest.raises(FrameworkError, match=words):
+        call()
