@@ -203,3 +203,13 @@ def test_loss1_cotraining_runs_is_deterministic_and_the_generator_finds_closer_p
     assert sum(la[-5:]) < sum(la[:5])
     with pytest.raises(FrameworkError, match="lam"):
         r2_loss(a, nn.Identity(), x, y, -1.0)
+
+
+def test_score_interval_does_not_collapse_when_every_input_is_robust() -> None:
+    # a classifier that never changes its mind: every per-input integral is the same, yet N = 39 inputs
+    # cannot certify the mean exactly, so the interval must keep a positive width
+    const = HalfSpace([0.0, 0.0], 1.0)
+    score = robustness_score(r2_function("linf", samples=20), const, points(), torch.linspace(0, 0.3, 4))
+    low, high = score.interval
+    assert abs(score.value - 0.3) < 1e-9
+    assert low < score.value <= high and high - low > 1e-3

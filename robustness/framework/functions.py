@@ -130,9 +130,9 @@ class Score:
     """A robustness score and what it rests on.
 
     ``value``: ``mean_i int rho(x_i, eps) d eps`` (trapezoid); ``normalized``: ``value / int g_eps``;
-    ``per_input`` (``N``): each input's integral; ``interval``: ``1 - alpha`` Student-t interval of
-    ``value`` over the inputs (its sampling error in x; the per-entry ``R_S`` have their own Clopper-Pearson
-    intervals, :meth:`BasicRobustness.interval`); ``curve`` (``E``): the
+    ``per_input`` (``N``): each input's integral; ``interval``: ``1 - alpha`` empirical-Bernstein interval
+    of ``value`` over the inputs (finite-sample; its sampling error in x only; the per-entry ``R_S`` have
+    their own Clopper-Pearson intervals, :meth:`BasicRobustness.interval`); ``curve`` (``E``): the
     mean of ``H(R_S)`` over inputs per budget (for ``H = 1[p = 1]`` the margin curve, a mean of Bernoullis,
     with its Clopper-Pearson ``curve_interval``); ``sizes``: inputs, grid points, samples per ``(x, eps)``
     (minimum and mean of ``|S_eps(x)|``) and entries with an empty ``S_eps(x)``.
@@ -181,7 +181,8 @@ def robustness_score(function: RobustnessFunction, model: Model, x: torch.Tensor
     defined = per_input[~per_input.isnan()]
     value = float(defined.mean()) if defined.numel() else math.nan
     total_weight = float(_trapezoid(values.weight, grid))
-    interval = mean_interval(defined, alpha)
+    # H in [0, 1] and G >= 0: each per-input integral lies in [0, int g_eps]
+    interval = mean_interval(defined, alpha, bounds=(0.0, total_weight))
     h = values.h
     curve = torch.nanmean(h, dim=0)
     curve_interval = None

@@ -3,8 +3,8 @@
 * :func:`bernoulli_interval`: two-sided Clopper-Pearson ("exact", beta) interval of a proportion: used
   wherever an estimate is a mean of Bernoulli draws (``R_S(x, eps)``; a margin curve point; a score whose
   per-input values are 0/1);
-* :func:`mean_interval`: a Student-t interval of a mean of bounded per-input values (the CLT; used for a
-  score that averages non-binary per-input integrals).
+* :func:`mean_interval`: an interval of a mean of per-input values: empirical Bernstein (finite-sample,
+  used for scores, whose per-input integrals are bounded) or Student-t (asymptotic) when no bound is known.
 """
 from __future__ import annotations
 
@@ -40,14 +40,29 @@ def bernoulli_interval(successes: torch.Tensor | np.ndarray | int, trials: torch
     return low, high
 
 
-def mean_interval(values: torch.Tensor | np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
-    """Two-sided ``1 - alpha`` Student-t interval of the mean of ``values`` (NaNs dropped); a single value
-    gives ``(nan, nan)``."""
+def mean_interval(values: torch.Tensor | np.ndarray, alpha: float = 0.05,
+                  bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+    """Two-sided ``1 - alpha`` interval of the mean of ``values`` (NaNs dropped); fewer than 2 values give
+    ``(nan, nan)``.
+
+    Without ``bounds``: the Student-t interval (asymptotic). With ``bounds = (lo, hi)`` (the range every value
+    is known to lie in): the empirical-Bernstein interval of Maurer and Pontil (2009), valid for every
+    ``n``, two-sided by a union bound, ``sqrt(2 V log(4/alpha) / n) + 7 B log(4/alpha) / (3 (n - 1))``
+    (``V`` the sample variance, ``B = hi - lo``), clipped to the bounds. Unlike the t interval it does not
+    collapse to a point when every value happens to be equal (e.g. every input robust on the whole grid).
+    """
     check_alpha(alpha)
     v = np.asarray(values.detach().cpu() if torch.is_tensor(values) else values, dtype=np.float64).ravel()
     v = v[~np.isnan(v)]
     if v.size < 2:
         return math.nan, math.nan
-    mean, sem = float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size))
-    half = float(stats.t.ppf(1 - alpha / 2, v.size - 1)) * sem
-    return mean - half, mean + half
+    mean, var = float(v.mean()), float(v.var(ddof=1))
+    if bounds is None:
+        half = float(stats.t.ppf(1 - alpha / 2, v.size - 1)) * math.sqrt(var / v.size)
+        return mean - half, mean + half
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if not hi >= lo:
+        raise FrameworkError(f"bounds must be (low, high) with low <= high, got {bounds!r}")
+    log_term = math.log(4.0 / alpha)
+    half = math.sqrt(2 * var * log_term / v.size) + 7 * (hi - lo) * log_term / (3 * (v.size - 1))
+    return max(lo, mean - half), min(hi, mean + half)
