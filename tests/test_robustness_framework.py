@@ -211,5 +211,5 @@ def test_score_interval_does_not_collapse_when_every_input_is_robust() -> None:
     const = HalfSpace([0.0, 0.0], 1.0)
     score = robustness_score(r2_function("linf", samples=20), const, points(), torch.linspace(0, 0.3, 4))
     low, high = score.interval
-    assert abs(score.value - 0.3) < 1e-9
+    assert abs(score.value - 0.3) < 1e-6
     assert low < score.value <= high and high - low > 1e-3
