@@ -213,3 +213,17 @@ def test_score_interval_does_not_collapse_when_every_input_is_robust() -> None:
     low, high = score.interval
     assert abs(score.value - 0.3) < 1e-6
     assert low < score.value <= high and high - low > 1e-3
+
+
+def test_deepfool_lands_just_past_the_linear_boundary() -> None:
+    from threedb.robustness.attacks.deepfool import DeepFool
+
+    x = points().view(-1, 1, 1, 2)
+    clf = model()
+    pred = clf(x).argmax(1)
+    exact = (x.flatten(1)[:, 0] - 0.5).abs()
+    for norm in ("l2", "linf"):
+        res = DeepFool(norm=norm, overshoot=0.02)(clf, x, pred)
+        dist = (res.adv - x).flatten(1).norm(dim=1) if norm == "l2" else (res.adv - x).flatten(1).abs().amax(1)
+        assert bool(res.success.all()) and (clf(res.adv).argmax(1) != pred).all()
+        assert (dist >= exact - 1e-6).all() and (dist <= exact * 1.03 + 1e-3).all()
