@@ -31,7 +31,7 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 echo "setup: installing Python packages into $VENV (first time: a few minutes)"
 # (this machine's pip config names local indexes that may not exist: drop those warnings only)
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,peers]" \
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,peers,cluster]" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 # ImageNet-C corruptions: without its declared deps (they name the GUI opencv-python, a second cv2
 # needing numpy>=2); its real runtime deps are in pyproject.toml. threedb.controls.image.imagenet_c
