@@ -48,13 +48,19 @@ def generator_loss(classifier: nn.Module, generator: nn.Module, x: torch.Tensor)
     return (0.5 * (x_star - x).flatten(1).pow(2).sum(1) + gap.clamp_min(0)).mean()
 
 
-def r2_loss(classifier: nn.Module, generator: nn.Module, x: torch.Tensor, y: torch.Tensor,
-            lam: float) -> torch.Tensor:
-    """The classifier's objective of Loss 1 (the generator's point is detached)."""
+def _clean_term(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits on ``x`` and their cross-entropy, the first term of both losses (``lam`` checked here)."""
     check_positive(lam, "lam", allow_zero=True)
     logits = classifier(x)
     _check_logits(logits, y)
-    ce = F.cross_entropy(logits, y)
+    return logits, F.cross_entropy(logits, y)
+
+
+def r2_loss(classifier: nn.Module, generator: nn.Module, x: torch.Tensor, y: torch.Tensor,
+            lam: float) -> torch.Tensor:
+    """The classifier's objective of Loss 1 (the generator's point is detached)."""
+    logits, ce = _clean_term(classifier, x, y, lam)
     if lam == 0:
         return ce
     with torch.no_grad():
@@ -68,11 +74,8 @@ def r4_loss(classifier: nn.Module, encoder: Callable[[torch.Tensor], torch.Tenso
             decoder: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, lam: float, *,
             samples: int = 10, sigma: float = 0.06, generator: torch.Generator | None = None) -> torch.Tensor:
     """Loss 2: ``CE(f(x), y) - lam * R`` with the on-manifold surrogate R of the module docstring."""
-    check_positive(lam, "lam", allow_zero=True)
     check_count(samples, "samples")
-    logits = classifier(x)
-    _check_logits(logits, y)
-    ce = F.cross_entropy(logits, y)
+    logits, ce = _clean_term(classifier, x, y, lam)
     if lam == 0:
         return ce
     with torch.no_grad():

@@ -51,10 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise ConfigError("threedb run needs --out RUN_DIR (or --dry-run to only check the config)")
     cluster = _cluster_address(args)
-    local_only = cluster is None
-    for role, count in (("render", args.render_workers), ("evaluator", args.evaluators)):
-        if count == "auto" and local_only:
-            raise ConfigError(f"--{'render-workers' if role == 'render' else 'evaluators'} auto needs --cluster")
+    for flag, count in (("--render-workers", args.render_workers), ("--evaluators", args.evaluators)):
+        if count == "auto" and cluster is None:
+            raise ConfigError(f"{flag} auto needs --cluster (as many as fit on a Ray cluster)")
     host = args.host
     if cluster is not None:
         from threedb.sim.run.ray_cluster import connect
